@@ -1,0 +1,38 @@
+"""Frame-rate and feature-layout conventions shared by every stage.
+
+All time grids derive from these numbers, so head, FBank and SSL frames stay aligned exactly
+(GUIDE §1, §5): one head frame = 80 ms = 8 FBank frames (10 ms) = 4 SSL frames (20 ms).
+"""
+
+from __future__ import annotations
+
+HEAD_FPS = 12.5
+HEAD_HOP_S = 1.0 / HEAD_FPS  # 0.08 s
+
+SAMPLE_RATE = 16_000
+HEAD_HOP_SAMPLES = 1280  # 0.08 s at 16 kHz
+
+FBANK_BINS = 80
+FBANK_HOP_SAMPLES = 160  # 10 ms
+FBANK_WIN_SAMPLES = 400  # 25 ms
+FBANK_FRAMES_PER_HEAD = HEAD_HOP_SAMPLES // FBANK_HOP_SAMPLES  # 8
+SSL_FRAMES_PER_HEAD = 4  # 20 ms hop
+
+# Static head channels. The paper's "18 dims" = 6 static x (value, first, second derivative):
+# pitch/yaw/roll/x/y plus z (relative depth from face scale), see data card. The 5-channel
+# variant (15 dims) is available through the `channels` setting.
+STATIC_CHANNELS: tuple[str, ...] = ("pitch", "yaw", "roll", "x", "y", "z")
+PAPER5_CHANNELS: tuple[str, ...] = ("pitch", "yaw", "roll", "x", "y")
+
+
+def head_feature_columns(channels: tuple[str, ...] = STATIC_CHANNELS) -> list[str]:
+    """Static channels, then first derivatives `d_<ch>`, then second derivatives `dd_<ch>`."""
+    return [*channels, *(f"d_{c}" for c in channels), *(f"dd_{c}" for c in channels)]
+
+
+HEAD_FEATURE_COLUMNS: list[str] = head_feature_columns()
+HEAD_DIM = len(HEAD_FEATURE_COLUMNS)  # 18
+
+CONTEXT_S = 1.0
+MIN_SEGMENT_S = 6.0
+MAX_SEGMENT_S = 11.0

@@ -1,0 +1,35 @@
+"""Errors for bad input. Each names the file, the place in it and what was expected, so a
+quarantine report tells a user exactly what to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class InputError(Exception):
+    """A user-supplied file is unusable. Recorded as a quarantine reason, never a crash."""
+
+    kind = "input"
+
+    def __init__(self, path: str | Path, message: str, where: str | None = None):
+        self.path = str(path)
+        self.where = where
+        self.message = message
+        loc = f" ({where})" if where else ""
+        super().__init__(f"{self.path}{loc}: {message}")
+
+
+class CorpusLayoutError(InputError):
+    kind = "layout"
+
+
+class AnnotationError(InputError):
+    kind = "annotation"
+
+
+class MediaError(InputError):
+    kind = "media"
+
+
+class NoFaceError(MediaError):
+    kind = "no_face"
