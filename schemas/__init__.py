@@ -1,0 +1,1 @@
+"""Table and shard contracts (pyarrow schemas, shard layout) and their validators."""

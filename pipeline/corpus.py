@@ -1,0 +1,183 @@
+"""The corpus input contract: one folder per recorded session.
+
+    <corpus>/sessions/<session_id>/
+        participants.csv   participant_id,video,audio[,crop_x,crop_y,crop_w,crop_h][,audio_offset_s]
+        turns.csv | turns.eaf | turns.TextGrid   (exactly one)
+        <media files>      paths in participants.csv are relative to the session folder
+
+`participant_id` names a person and is stable across sessions. `crop_*` is the pixel rectangle
+of this participant's tile when several people share one gallery-view video. `audio_offset_s`
+is the video time at which the audio file's first sample plays (default 0).
+Session and participant ids must be safe file-name tokens (letters, digits, `._-`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CorpusLayoutError
+from .fsutil import sha256_file, write_json_atomic
+
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+TURN_FILES = ("turns.csv", "turns.eaf", "turns.TextGrid")
+REQUIRED_COLUMNS = ("participant_id", "video", "audio")
+CROP_COLUMNS = ("crop_x", "crop_y", "crop_w", "crop_h")
+OPTIONAL_COLUMNS = (*CROP_COLUMNS, "audio_offset_s")
+
+
+@dataclass(frozen=True)
+class ParticipantEntry:
+    participant_id: str
+    video: Path
+    audio: Path
+    crop: tuple[int, int, int, int] | None = None
+    audio_offset_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    session_id: str
+    root: Path
+    participants: tuple[ParticipantEntry, ...]
+    turns_path: Path
+
+    @property
+    def participant_ids(self) -> list[str]:
+        return [p.participant_id for p in self.participants]
+
+    def participant(self, participant_id: str) -> ParticipantEntry:
+        return next(p for p in self.participants if p.participant_id == participant_id)
+
+
+def check_safe_id(value: str, what: str, path: Path, where: str | None = None) -> str:
+    if not SAFE_ID.match(value or "") or value in {".", ".."}:
+        raise CorpusLayoutError(path, f"unsafe {what} {value!r}: expected letters, digits, '.', '_' or '-' "
+                                "(no path separators or spaces, at most 128 characters)", where)
+    return value
+
+
+def discover_sessions(corpus: str | Path) -> list[str]:
+    """Session folder names, sorted; unsafe names are returned too so they get quarantined."""
+    root = Path(corpus) / "sessions"
+    if not root.is_dir():
+        raise CorpusLayoutError(root, "corpus has no 'sessions/' folder (expected <corpus>/sessions/<session_id>/)")
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _resolve_media(session_dir: Path, value: str, csv_path: Path, where: str) -> Path:
+    if not value:
+        raise CorpusLayoutError(csv_path, "empty media path", where)
+    rel = Path(value)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise CorpusLayoutError(csv_path, f"media path {value!r} must be relative to the session folder", where)
+    path = session_dir / rel
+    if not path.is_file():
+        raise CorpusLayoutError(csv_path, f"media file {value!r} not found in {session_dir}", where)
+    return path
+
+
+def _parse_float(raw: str, column: str, csv_path: Path, where: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise CorpusLayoutError(csv_path, f"column {column}: expected a number, got {raw!r}", where) from None
+    if not math.isfinite(value):
+        raise CorpusLayoutError(csv_path, f"column {column}: expected a finite number, got {raw!r}", where)
+    return value
+
+
+def read_session(corpus: str | Path, session_id: str) -> SessionSpec:
+    """Parse and validate one session folder; raise CorpusLayoutError naming file and line."""
+    session_dir = Path(corpus) / "sessions" / session_id
+    check_safe_id(session_id, "session id", session_dir)
+    csv_path = session_dir / "participants.csv"
+    if not csv_path.is_file():
+        raise CorpusLayoutError(csv_path, "missing participants.csv (columns participant_id,video,audio)")
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise CorpusLayoutError(csv_path, f"missing column(s) {missing}; header is {header}", "line 1")
+        unknown = [c for c in header if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+        if unknown:
+            raise CorpusLayoutError(csv_path, f"unknown column(s) {unknown}; allowed: "
+                                    f"{list(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}", "line 1")
+        entries: list[ParticipantEntry] = []
+        for lineno, raw in enumerate(reader, start=2):
+            row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+            where = f"line {lineno}"
+            pid = check_safe_id(row["participant_id"], "participant id", csv_path, where)
+            crop = None
+            crop_values = [row.get(c, "") for c in CROP_COLUMNS]
+            if any(crop_values):
+                if not all(crop_values):
+                    raise CorpusLayoutError(csv_path, "crop needs all of crop_x,crop_y,crop_w,crop_h", where)
+                nums = [_parse_float(v, c, csv_path, where) for v, c in zip(crop_values, CROP_COLUMNS, strict=True)]
+                if any(n != int(n) for n in nums) or nums[0] < 0 or nums[1] < 0 or nums[2] <= 0 or nums[3] <= 0:
+                    raise CorpusLayoutError(csv_path, f"crop must be whole pixels with x,y >= 0 and w,h > 0, "
+                                            f"got {crop_values}", where)
+                crop = tuple(int(n) for n in nums)
+            offset = _parse_float(row["audio_offset_s"], "audio_offset_s", csv_path, where) \
+                if row.get("audio_offset_s") else 0.0
+            entries.append(ParticipantEntry(
+                participant_id=pid,
+                video=_resolve_media(session_dir, row["video"], csv_path, where),
+                audio=_resolve_media(session_dir, row["audio"], csv_path, where),
+                crop=crop, audio_offset_s=offset))
+    ids = [e.participant_id for e in entries]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise CorpusLayoutError(csv_path, f"participant id(s) listed twice: {dupes}")
+    if len(entries) < 2:
+        raise CorpusLayoutError(csv_path, f"a session needs at least two participants, found {len(entries)}")
+    turn_files = [session_dir / n for n in TURN_FILES if (session_dir / n).is_file()]
+    if len(turn_files) != 1:
+        found = [p.name for p in turn_files]
+        raise CorpusLayoutError(session_dir, f"expected exactly one of {list(TURN_FILES)}, found {found or 'none'}")
+    return SessionSpec(session_id, session_dir, tuple(entries), turn_files[0])
+
+
+class FileHashCache:
+    """sha256 of input files, cached by (path, size, mtime_ns) in a JSON file.
+
+    Output paths encode input content hashes (GUIDE §6); re-hashing hours of video on every
+    `luigi` invocation would cost minutes, so unchanged files reuse their stored hash.
+    """
+
+    def __init__(self, cache_path: str | Path):
+        self.cache_path = Path(cache_path)
+        self._lock = threading.Lock()
+        try:
+            self._entries: dict[str, list] = json.loads(self.cache_path.read_text())
+        except (OSError, ValueError):
+            self._entries = {}
+        self._dirty = False
+
+    def sha256(self, path: str | Path) -> str:
+        path = Path(path).resolve()
+        st = os.stat(path)
+        key = str(path)
+        stamp = [st.st_size, st.st_mtime_ns]
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit and hit[:2] == stamp:
+                return hit[2]
+        digest = sha256_file(path)
+        with self._lock:
+            self._entries[key] = [*stamp, digest]
+            self._dirty = True
+        return digest
+
+    def save(self) -> None:
+        with self._lock:
+            if self._dirty:
+                write_json_atomic(self.cache_path, self._entries)
+                self._dirty = False

@@ -1,0 +1,129 @@
+"""Render `rejected.csv` and the data card (Markdown + PNG plots) from a build summary."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from importlib import metadata
+from pathlib import Path
+from string import Template
+
+import pandas as pd
+
+from schemas.tables import REJECTED_COLUMNS, SPLITS
+
+from .fsutil import atomic_path, write_text_atomic
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "data_cards" / "template.md"
+PACKAGES = ("numpy", "pandas", "pyarrow", "mediapipe", "opencv-contrib-python", "luigi", "dask", "torch",
+            "transformers", "safetensors", "imageio-ffmpeg")
+
+
+def write_rejected(path: str | Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=REJECTED_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in sorted(rows, key=lambda r: (r["session_id"], r.get("participant_id", ""), r.get("stage", ""))):
+        writer.writerow({c: row.get(c, "") for c in REJECTED_COLUMNS})
+    write_text_atomic(path, buf.getvalue())
+
+
+def _versions() -> str:
+    found = []
+    for name in PACKAGES:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return ", ".join(found)
+
+
+def _plots(dataset_dir: Path, segments: pd.DataFrame) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lengths = segments["end_s"] - segments["start_s"]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for split in SPLITS:
+        sel = lengths[segments["split"] == split]
+        if len(sel):
+            ax.hist(sel, bins=[6 + 0.5 * i for i in range(11)], alpha=0.6, label=f"{split} ({len(sel)})")
+    ax.set_xlabel("segment length incl. 1 s context [s]")
+    ax.set_ylabel("segments")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(dataset_dir / "segment_lengths.png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+    minutes = segments.assign(m=lengths / 60).pivot_table(index="listener_id", columns="split", values="m",
+                                                          aggfunc="sum", fill_value=0.0)
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(minutes) + 1.5))
+    left = pd.Series(0.0, index=minutes.index)
+    for split in SPLITS:
+        if split in minutes:
+            ax.barh(minutes.index, minutes[split], left=left, label=split)
+            left += minutes[split]
+    ax.set_xlabel("listening time in segments [min]")
+    ax.set_title("per-participant listener activity")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(dataset_dir / "participant_activity.png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+def write_data_card(dataset_dir: str | Path, summary: dict) -> Path:
+    dataset_dir = Path(dataset_dir)
+    segments = pd.read_parquet(dataset_dir / "segments.parquet")
+    _plots(dataset_dir, segments)
+    cfg = summary["config"]
+    counts = summary["segments_per_split"]
+    hours = summary["hours_per_split"]
+    listeners = summary["listeners_per_split"]
+    split_table = "\n".join([
+        "| segments | " + " | ".join(str(counts[s]) for s in SPLITS) + " |",
+        "| hours | " + " | ".join(f"{hours[s]:.3f}" for s in SPLITS) + " |",
+        "| listeners | " + " | ".join(", ".join(listeners[s]) or "-" for s in SPLITS) + " |",
+    ])
+    inputs_rows = []
+    for sid, info in sorted(summary["inputs"].items()):
+        inputs_rows.append(f"| {sid} | {info['turns']} | participants.csv | {info['participants_csv_sha256'][:16]} |")
+        inputs_rows.append(f"| {sid} | | {info['turns']} | {info['turns_sha256'][:16]} |")
+        for pid, files in sorted(info["media"].items()):
+            inputs_rows.append(f"| {sid} | {pid} | {files['video']} | {files['video_sha256'][:16]} |")
+            inputs_rows.append(f"| {sid} | {pid} | {files['audio']} | {files['audio_sha256'][:16]} |")
+    rejected = summary["rejected"]
+    rejected_table = "None." if not rejected else "\n".join(
+        ["| session | participant | stage | file | where | reason |", "|---|---|---|---|---|---|"]
+        + [f"| {r['session_id']} | {r.get('participant_id', '')} | {r.get('stage', '')} | {Path(r['file']).name} "
+           f"| {r.get('where', '')} | {r['reason'].replace('|', '/')} |" for r in rejected])
+    stats = summary["sessions"].values()
+    dropped: dict[str, int] = {}
+    for st in stats:
+        for reason, n in st.get("dropped_reasons", {}).items():
+            dropped[reason] = dropped.get(reason, 0) + n
+    participants = set().union(*(set(st.get("talk_s", {})) for st in stats)) if stats else set()
+    ds = cfg["dataset"]
+    text = Template(TEMPLATE.read_text()).substitute(
+        build_id=summary["build_id"], corpus=summary["corpus"], split_table=split_table,
+        n_sessions=sum(1 for st in stats if st), n_participants=len(participants),
+        recorded_hours=f"{sum(st.get('duration_s', 0) for st in stats) / 3600:.3f}",
+        disjoint=ds["disjoint"],
+        disjoint_explained="a person is listener in one split only" if ds["disjoint"] == "listener"
+        else "a person appears in one split only, in any role",
+        ratios="/".join(str(r) for r in ds["ratios"]), seed=ds["seed"],
+        n_dropped=sum(dropped.values()), dropped_reasons=", ".join(f"{k}: {v}" for k, v in dropped.items()) or "none",
+        n_rejected=len(rejected), channels=", ".join(cfg["head"]["channels"]),
+        head_dim=3 * len(cfg["head"]["channels"]), max_gap_s=cfg["head"]["max_gap_s"],
+        fbank_dtype=ds["fbank_dtype"], merge_gap_s=cfg["session"]["merge_gap_s"],
+        backchannel_max_s=cfg["session"]["backchannel_max_s"],
+        max_invalid_pct=f"{100 * cfg['session']['max_invalid_frac']:g}",
+        inputs_table="\n".join(inputs_rows), rejected_table=rejected_table,
+        config_json=json.dumps(cfg, indent=2), versions=_versions())
+    path = dataset_dir / "data_card.md"
+    write_text_atomic(path, text)
+    return path

@@ -1,0 +1,87 @@
+"""Read the built dataset as torch tensors, one segment at a time, from memory-mapped shards.
+
+    ds = LHGDataset("lhg_out/dataset", split="train")
+    item = ds[0]
+    item["listener_head"]  # [T, 18] float32 (normalised with train statistics unless normalize=False)
+    item["speaker_head"]   # [T, 18]
+    item["speech"]         # [T, 8, 80] speaker FBank
+    item["listener_valid"], item["speaker_valid"]  # [T] bool; invalid frames are zero-filled
+
+The first `context_frames` (1 s = 12.5 -> 13 frames by default, see `CONTEXT_S`) of every segment
+are context for the model and excluded from its loss; that is the trainer's business, the loader
+returns whole segments.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from schemas.shards import check_shard_tensors
+from schemas.tables import SPLITS
+
+
+class LHGDataset:
+    """Map-style dataset (works with torch DataLoader) over one split of a built dataset."""
+
+    def __init__(self, dataset_dir: str | Path, split: str = "train", *, normalize: bool = True,
+                 as_torch: bool = True):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.dataset_dir = Path(dataset_dir)
+        table = pd.read_parquet(self.dataset_dir / "segments.parquet")
+        self.segments = table[table["split"] == split].reset_index(drop=True)
+        self.normalize = normalize
+        self.as_torch = as_torch
+        stats = json.loads((self.dataset_dir / "normalization.json").read_text())
+        self._head_mean = np.asarray(stats["head"]["mean"], np.float32)
+        self._head_std = np.asarray(stats["head"]["std"], np.float32)
+        self._fbank_mean = np.asarray(stats["speech_fbank"]["mean"], np.float32)
+        self._fbank_std = np.asarray(stats["speech_fbank"]["std"], np.float32)
+        self._handles: dict[str, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def _shard(self, name: str):
+        handle = self._handles.get(name)
+        if handle is None:
+            from safetensors import safe_open
+
+            path = self.dataset_dir / name
+            handle = safe_open(str(path), framework="numpy")
+            check_shard_tensors(list(handle.keys()), str(path))
+            self._handles[name] = handle
+        return handle
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.segments.iloc[index]
+        shard = self._shard(row["shard"])
+        a, b = int(row["offset"]), int(row["offset"]) + int(row["n_frames"])
+        listener = shard.get_slice("listener_head")[a:b]
+        speaker = shard.get_slice("speaker_head")[a:b]
+        speech = shard.get_slice("speech_fbank")[a:b].astype(np.float32)
+        listener_valid = shard.get_slice("listener_valid")[a:b].astype(bool)
+        speaker_valid = shard.get_slice("speaker_valid")[a:b].astype(bool)
+        if self.normalize:
+            listener = (listener - self._head_mean) / self._head_std
+            speaker = (speaker - self._head_mean) / self._head_std
+            speech = (speech - self._fbank_mean) / self._fbank_std
+        item = {
+            "segment_id": row["segment_id"],
+            "listener_head": np.nan_to_num(listener, nan=0.0).astype(np.float32),
+            "speaker_head": np.nan_to_num(speaker, nan=0.0).astype(np.float32),
+            "speech": speech,
+            "listener_valid": listener_valid & np.isfinite(listener).all(1),
+            "speaker_valid": speaker_valid & np.isfinite(speaker).all(1),
+        }
+        if self.as_torch:
+            import torch
+
+            item = {k: (torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v)
+                    for k, v in item.items()}
+        return item

@@ -1,0 +1,150 @@
+"""Head features per 12.5 fps frame: static pose channels plus first and second time derivatives.
+
+Conventions (copied into the data card)
+---------------------------------------
+- One row per head frame, ``time_s = k * 0.08`` from the start of the video (frame k is the decoded
+  video frame nearest to that time). Static channels and their signs: see ``pipeline.headpose``
+  (pitch > 0 nose down, yaw > 0 nose toward image right, roll > 0 counter-clockwise on screen,
+  x/y = face position 0..1 in the tile, z = ln(tile width / inter-ocular distance), larger =
+  farther). Columns: ``time_s, detected, interpolated, valid`` then the channels, ``d_<ch>`` (per
+  second) and ``dd_<ch>`` (per second squared), features as float32.
+- Angles are unwrapped over time (no ±180° jumps) before anything else, so they may leave
+  (-180, 180].
+- Missing faces: a gap of ``n`` undetected frames between two detected ones is filled by linear
+  interpolation (``interpolated`` = True) when ``n * 0.08 s <= max_gap_s`` (0.5 s: up to 6
+  frames). Longer gaps, and gaps at the start or end, stay NaN.
+- Derivatives: Savitzky–Golay (window 7 = 0.56 s, order 2; GUIDE §3 measured ~3x less
+  acceleration noise than raw differences) evaluated separately on each contiguous run of
+  finite samples. A derivative is NaN where its window would reach past the run (i.e. touch a
+  missing sample or the start/end of the video): we never difference across a gap and never
+  extrapolate at edges, so the first and last ``window // 2`` frames of every run have no
+  derivatives.
+- ``valid`` = every static channel and every derivative of the row is finite. Training code
+  should use only valid rows (or mask the others).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.signal import savgol_filter
+
+from pipeline.constants import HEAD_HOP_S, STATIC_CHANNELS, head_feature_columns
+from pipeline.headpose import RawTrack, track_video
+
+ANGLE_CHANNELS = frozenset({"pitch", "yaw", "roll"})
+
+
+def _unwrap_degrees(values: np.ndarray) -> np.ndarray:
+    """Unwrap an angle series over its finite samples (NaNs are left in place)."""
+    out = values.copy()
+    finite = np.isfinite(values)
+    if finite.sum() > 1:
+        out[finite] = np.unwrap(values[finite], period=360.0)
+    return out
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) index ranges where mask is True."""
+    padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def _fill_short_gaps(present: np.ndarray, max_gap_frames: int) -> np.ndarray:
+    """Boolean mask of samples inside interior gaps of at most ``max_gap_frames`` missing frames."""
+    fill = np.zeros_like(present)
+    n = len(present)
+    for start, stop in _runs(~present):
+        if start > 0 and stop < n and stop - start <= max_gap_frames:
+            fill[start:stop] = True
+    return fill
+
+
+def _savgol_per_run(
+    values: np.ndarray, window: int, order: int, deriv: int, delta: float
+) -> np.ndarray:
+    """Savitzky–Golay derivative on each finite run; NaN wherever the window leaves the run."""
+    out = np.full_like(values, np.nan)
+    half = window // 2
+    for start, stop in _runs(np.isfinite(values)):
+        if stop - start < window:
+            continue
+        run = savgol_filter(values[start:stop], window, order, deriv=deriv, delta=delta, mode="interp")
+        out[start + half : stop - half] = run[half : stop - start - half]
+    return out
+
+
+def head_features_from_track(
+    track: RawTrack,
+    *,
+    max_gap_s: float = 0.5,
+    channels: tuple[str, ...] = STATIC_CHANNELS,
+    savgol_window: int = 7,
+    savgol_order: int = 2,
+) -> pd.DataFrame:
+    """Interpolate short gaps, unwrap angles and add SG derivatives (see module docstring)."""
+    if savgol_window % 2 != 1 or savgol_window <= savgol_order:
+        raise ValueError(f"savgol_window must be odd and > order, got {savgol_window}/{savgol_order}")
+    unknown = [c for c in channels if c not in track.channels]
+    if unknown:
+        raise ValueError(f"channels {unknown} not in track channels {track.channels}")
+    time_s = np.asarray(track.time_s, dtype=np.float64)
+    hop = float(time_s[1] - time_s[0]) if len(time_s) > 1 else HEAD_HOP_S
+    detected = np.asarray(track.detected, dtype=bool)
+    pose = np.asarray(track.pose, dtype=np.float64)
+    present = detected & np.isfinite(pose[:, [track.channels.index(c) for c in channels]]).all(axis=1)
+    max_gap_frames = int(np.floor(max_gap_s / hop + 1e-9))
+    interpolated = _fill_short_gaps(present, max_gap_frames)
+    known = np.flatnonzero(present)
+
+    statics: dict[str, np.ndarray] = {}
+    for name in channels:
+        values = pose[:, track.channels.index(name)].copy()
+        values[~present] = np.nan
+        if name in ANGLE_CHANNELS:
+            values = _unwrap_degrees(values)
+        if interpolated.any():
+            idx = np.flatnonzero(interpolated)
+            values[idx] = np.interp(idx, known, values[known])
+        statics[name] = values
+
+    columns: dict[str, np.ndarray] = {}
+    for deriv, prefix in ((0, ""), (1, "d_"), (2, "dd_")):
+        for name in channels:
+            if deriv == 0:
+                columns[name] = statics[name]
+            else:
+                columns[prefix + name] = _savgol_per_run(
+                    statics[name], savgol_window, savgol_order, deriv, hop
+                )
+    feature_names = head_feature_columns(channels)
+    features = np.column_stack([columns[c] for c in feature_names]) if len(time_s) else np.zeros((0, 0))
+    valid = np.isfinite(features).all(axis=1) if len(time_s) else np.zeros(0, dtype=bool)
+
+    frame = pd.DataFrame(
+        {
+            "time_s": time_s,
+            "detected": detected,
+            "interpolated": interpolated,
+            "valid": valid,
+        }
+    )
+    for name in feature_names:
+        frame[name] = columns[name].astype(np.float32)
+    return frame
+
+
+def extract_head_features(
+    video: str | Path,
+    crop: tuple[int, int, int, int] | None = None,
+    *,
+    tracker_factory: Any = None,
+    **feature_kwargs: Any,
+) -> pd.DataFrame:
+    """Track one face (or one gallery tile) in a video and return its head-feature table."""
+    track = track_video(video, crop=crop, tracker_factory=tracker_factory)
+    return head_features_from_track(track, **feature_kwargs)

@@ -1,0 +1,93 @@
+"""Per-recording units of work, run on Dask workers (or inline).
+
+Each job writes its data file, then a small JSON *record* (the Luigi completion marker) with
+status `ok` or `rejected`; both writes are atomic, so a killed job leaves nothing that counts as
+done. Bad input (an `InputError`) becomes a `rejected` record with the reason - the quarantine -
+while anything else (a bug, out of memory) propagates and fails the task loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+from .fsutil import atomic_path, write_json_atomic
+
+
+def limit_threads() -> None:
+    """One compute thread per worker process: parallelism comes from workers, not BLAS/torch."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def rejected_record(job: dict[str, Any], stage: str, exc: InputError) -> dict[str, Any]:
+    return {"status": "rejected", "stage": stage, "session_id": job["session_id"],
+            "participant_id": job.get("participant_id", ""), "kind": exc.kind, "file": exc.path,
+            "where": exc.where or "", "reason": exc.message}
+
+
+def run_head_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Head features for one participant's video (tile): Parquet table + record."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from schemas.tables import head_features_schema, validate_table
+
+    from .head_features import extract_head_features
+
+    limit_threads()
+    cfg = job["config"]
+    started = time.perf_counter()
+    try:
+        crop = tuple(job["crop"]) if job.get("crop") else None
+        table = extract_head_features(
+            job["video"], crop=crop, max_gap_s=cfg["max_gap_s"], channels=tuple(cfg["channels"]),
+            savgol_window=cfg["savgol_window"], savgol_order=cfg["savgol_order"])
+    except InputError as exc:
+        record = rejected_record(job, "head", exc)
+    else:
+        arrow = validate_table(pa.Table.from_pandas(table, preserve_index=False),
+                               head_features_schema(tuple(cfg["channels"])), job["video"])
+        with atomic_path(job["out_table"]) as tmp:
+            pq.write_table(arrow, tmp, compression="zstd")
+        n = len(table)
+        record = {"status": "ok", "stage": "head", "session_id": job["session_id"],
+                  "participant_id": job["participant_id"], "table": Path(job["out_table"]).name,
+                  "n_frames": n, "duration_s": n * 0.08,
+                  "detected_frac": float(table["detected"].mean()) if n else 0.0,
+                  "valid_frac": float(table["valid"].mean()) if n else 0.0,
+                  "seconds": round(time.perf_counter() - started, 3)}
+    write_json_atomic(job["out_record"], record)
+    return record
+
+
+def run_audio_job(job: dict[str, Any]) -> dict[str, Any]:
+    """FBank for one participant's audio, on the session (video) timeline: .npy + record."""
+    from .audio import fbank_for_file
+
+    limit_threads()
+    started = time.perf_counter()
+    try:
+        fbank = fbank_for_file(job["audio"], offset_s=job["offset_s"], n_bins=job["config"]["fbank_bins"])
+    except InputError as exc:
+        record = rejected_record(job, "audio", exc)
+    else:
+        with atomic_path(job["out_table"]) as tmp:
+            np.save(tmp, fbank)
+        record = {"status": "ok", "stage": "audio", "session_id": job["session_id"],
+                  "participant_id": job["participant_id"], "table": Path(job["out_table"]).name,
+                  "n_fbank_frames": int(len(fbank)), "duration_s": len(fbank) / 100.0,
+                  "seconds": round(time.perf_counter() - started, 3)}
+    write_json_atomic(job["out_record"], record)
+    return record

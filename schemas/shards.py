@@ -1,0 +1,26 @@
+"""Tensor shard contract.
+
+Per split, `<out>/dataset/shards/<build>/<split>-NNNNN.safetensors`, each holding frame-major
+arrays of whole segments concatenated along the frame axis (12.5 fps head frames):
+
+    listener_head   [F, 18] float32   NaN where the frame is invalid
+    speaker_head    [F, 18] float32   NaN where the frame is invalid
+    listener_valid  [F]     uint8
+    speaker_valid   [F]     uint8
+    speech_fbank    [F, 8, 80] float32|float16   speaker FBank, 8 frames per head frame
+
+A segment lives in exactly one shard: rows `offset .. offset + n_frames` (see segments.parquet).
+Shard metadata (string-only in safetensors) records the feature spec as JSON under `"spec"`.
+Big tensors stay out of Parquet (GUIDE §7): safetensors files are memory-mapped and read lazily.
+"""
+
+from __future__ import annotations
+
+SHARD_TENSORS = ("listener_head", "speaker_head", "listener_valid", "speaker_valid", "speech_fbank")
+SHARD_FORMAT_VERSION = 1
+
+
+def check_shard_tensors(names: list[str], path: str) -> None:
+    missing = [t for t in SHARD_TENSORS if t not in names]
+    if missing:
+        raise ValueError(f"{path}: shard lacks tensor(s) {missing}; has {sorted(names)}")

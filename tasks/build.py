@@ -1,0 +1,323 @@
+"""Luigi wiring for the dataset build. Thin: every computation lives in `pipeline/`.
+
+    MakeSampleCorpus                       (only when no --corpus is given)
+    HeadFeatures   one per participant video/tile   (batched: a batch fans out over Dask)
+    AudioFeatures  one per participant audio        (batched likewise)
+    SessionSegments one per session: turns -> floor -> listener segments
+    BuildSplits    the aggregate: splits, shards, normalisation, rejected.csv, data card
+
+Every output path encodes the content hash of its inputs and the stage's config version, so
+`complete()` (outputs exist) can be trusted: changed media or settings produce new paths.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import luigi
+import pandas as pd
+
+from pipeline.config import BuildConfig, DatasetConfig, HeadConfig, SessionConfig
+from pipeline.corpus import FileHashCache, discover_sessions, read_session
+from pipeline.errors import CorpusLayoutError, InputError
+from pipeline.fsutil import atomic_path, sha256_file, stable_hash, write_json_atomic
+from pipeline.jobs import run_audio_job, run_head_job
+
+from .dask_runner import run_jobs
+
+DEFAULT_OUT = "lhg_out"
+
+
+def _record(target: luigi.LocalTarget) -> dict:
+    return json.loads(Path(target.path).read_text())
+
+
+class _StageTask(luigi.Task):
+    """Common parameters: where the corpus is, where outputs go, and the build settings."""
+
+    corpus = luigi.Parameter()
+    out = luigi.Parameter()
+    config = luigi.DictParameter(description="BuildConfig as a dict (set by BuildSplits)")
+
+    @property
+    def cfg(self) -> BuildConfig:
+        return BuildConfig.from_dict(luigi.freezing.recursively_unfreeze(self.config))
+
+    @property
+    def work(self) -> Path:
+        return Path(self.out) / "work"
+
+
+class _RecordingTask(_StageTask):
+    """One participant recording per key `session/participant/inputhash`; batched over keys."""
+
+    key = luigi.Parameter(batch_method=",".join)
+    max_batch_size = 1000
+    stage = ""
+
+    def keys(self) -> list[str]:
+        return sorted(self.key.split(","))
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        session_id, participant_id, input_hash = key.split("/")
+        base = self.work / self.stage / session_id / f"{participant_id}-{input_hash}-{self.cfg.stage_version(self.stage)}"
+        return base.with_suffix(".json"), base
+
+    def output(self):
+        return [luigi.LocalTarget(str(self._paths(k)[0])) for k in self.keys()]
+
+    def job(self, key: str) -> dict:
+        raise NotImplementedError
+
+    def job_fn(self):
+        raise NotImplementedError
+
+    def run(self):
+        jobs = [self.job(k) for k in self.keys() if not Path(self._paths(k)[0]).exists()]
+        for record in run_jobs(self.job_fn(), jobs):
+            status = record["status"]
+            self.set_status_message(f"{record['session_id']}/{record['participant_id']}: {status}")
+
+
+class HeadFeatures(_RecordingTask):
+    stage = "head"
+
+    def job_fn(self):
+        return run_head_job
+
+    def job(self, key: str) -> dict:
+        session_id, participant_id, _ = key.split("/")
+        entry = read_session(self.corpus, session_id).participant(participant_id)
+        record, base = self._paths(key)
+        return {"session_id": session_id, "participant_id": participant_id, "video": str(entry.video),
+                "crop": list(entry.crop) if entry.crop else None, "config": self.cfg.to_dict()["head"],
+                "out_table": str(base.with_suffix(".parquet")), "out_record": str(record)}
+
+
+class AudioFeatures(_RecordingTask):
+    stage = "audio"
+
+    def job_fn(self):
+        return run_audio_job
+
+    def job(self, key: str) -> dict:
+        session_id, participant_id, _ = key.split("/")
+        entry = read_session(self.corpus, session_id).participant(participant_id)
+        record, base = self._paths(key)
+        return {"session_id": session_id, "participant_id": participant_id, "audio": str(entry.audio),
+                "offset_s": entry.audio_offset_s, "config": self.cfg.to_dict()["audio"],
+                "out_table": str(base.with_suffix(".npy")), "out_record": str(record)}
+
+
+class SessionSegments(_StageTask):
+    session_id = luigi.Parameter()
+    session_hash = luigi.Parameter()
+    head_keys = luigi.ListParameter()
+    audio_keys = luigi.ListParameter()
+
+    def requires(self):
+        common = {"corpus": self.corpus, "out": self.out, "config": self.config}
+        return {"head": [HeadFeatures(key=k, **common) for k in self.head_keys],
+                "audio": [AudioFeatures(key=k, **common) for k in self.audio_keys]}
+
+    def output(self):
+        name = f"{self.session_id}-{self.session_hash}-{self.cfg.stage_version('session')}.json"
+        return luigi.LocalTarget(str(self.work / "sessions" / name))
+
+    def run(self):
+        from pipeline.session import build_session_segments
+
+        spec = read_session(self.corpus, self.session_id)
+        heads, fbanks, head_paths, fbank_paths = {}, {}, {}, {}
+        for target in (t for group in self.input()["head"] for t in group):
+            rec = _record(target)
+            if rec["status"] == "ok":
+                head_paths[rec["participant_id"]] = str(Path(target.path).parent / rec["table"])
+        for target in (t for group in self.input()["audio"] for t in group):
+            rec = _record(target)
+            if rec["status"] == "ok":
+                fbank_paths[rec["participant_id"]] = str(Path(target.path).parent / rec["table"])
+        usable = sorted(set(head_paths) & set(fbank_paths))
+        record = {"session_id": self.session_id, "head_tables": {p: head_paths[p] for p in usable},
+                  "fbank_tables": {p: fbank_paths[p] for p in usable}}
+        if len(usable) < 2:
+            record.update(status="rejected", stage="session", participant_id="", kind="media", file=str(spec.root),
+                          where="", reason=f"fewer than two participants with usable video and audio "
+                                           f"(usable: {usable or 'none'})")
+        else:
+            import numpy as np
+
+            heads = {p: pd.read_parquet(head_paths[p]) for p in usable}
+            fbanks = {p: int(np.load(fbank_paths[p], mmap_mode="r").shape[0]) for p in usable}
+            try:
+                result = build_session_segments(self.session_id, spec.turns_path, spec.participant_ids, heads,
+                                                fbanks, self.cfg.session)
+            except InputError as exc:
+                record.update(status="rejected", stage="turns", participant_id="", kind=exc.kind, file=exc.path,
+                              where=exc.where or "", reason=exc.message)
+            else:
+                table_path = Path(self.output().path).with_suffix(".parquet")
+                with atomic_path(table_path) as tmp:
+                    result.segments.to_parquet(tmp, index=False)
+                dropped_path = Path(self.output().path).with_suffix(".dropped.parquet")
+                with atomic_path(dropped_path) as tmp:
+                    result.dropped.astype({c: str for c in result.dropped.columns
+                                           if result.dropped[c].dtype == object}).to_parquet(tmp, index=False)
+                record.update(status="ok", segments_table=str(table_path), dropped_table=str(dropped_path),
+                              stats=result.stats)
+        write_json_atomic(self.output().path, record)
+
+
+class MakeSampleCorpus(luigi.Task):
+    """Generate the embedded sample corpus (real face photos animated with planted listener nods)."""
+
+    corpus = luigi.Parameter()
+    quick = luigi.BoolParameter(default=False)
+
+    def output(self):
+        return luigi.LocalTarget(str(Path(self.corpus) / ".complete.json"))
+
+    def run(self):
+        from pipeline.sample_corpus import make_sample_corpus
+
+        make_sample_corpus(self.corpus, quick=self.quick)
+
+
+@dataclass
+class BuildPlan:
+    sessions: list[dict] = field(default_factory=list)  # SessionSegments parameters
+    rejected: list[dict] = field(default_factory=list)  # layout problems found while planning
+    inputs: dict = field(default_factory=dict)  # session id -> input hashes, for the data card
+
+    @property
+    def fingerprint(self) -> list:
+        return [[s["session_id"], s["session_hash"]] for s in self.sessions] + \
+            [[r["session_id"], r["reason"]] for r in self.rejected]
+
+
+def plan_build(corpus: str, out: str, cfg: BuildConfig) -> BuildPlan:
+    """Read the corpus layout and hash its inputs (cached) into per-session task parameters."""
+    plan = BuildPlan()
+    hashes = FileHashCache(Path(out) / "work" / "file_hashes.json")
+    for session_id in discover_sessions(corpus):
+        try:
+            spec = read_session(corpus, session_id)
+        except CorpusLayoutError as exc:
+            plan.rejected.append({"session_id": session_id, "participant_id": "", "stage": "layout",
+                                  "kind": exc.kind, "file": exc.path, "where": exc.where or "",
+                                  "reason": exc.message})
+            continue
+        head_keys, audio_keys, files = [], [], {}
+        for p in spec.participants:
+            video_sha, audio_sha = hashes.sha256(p.video), hashes.sha256(p.audio)
+            files[p.participant_id] = {"video": p.video.name, "video_sha256": video_sha,
+                                       "audio": p.audio.name, "audio_sha256": audio_sha}
+            head_keys.append(f"{session_id}/{p.participant_id}/{stable_hash([video_sha, p.crop], 16)}")
+            audio_keys.append(f"{session_id}/{p.participant_id}/{stable_hash([audio_sha, p.audio_offset_s], 16)}")
+        turns_sha = hashes.sha256(spec.turns_path)
+        layout_sha = sha256_file(spec.root / "participants.csv")
+        session_hash = stable_hash([session_id, layout_sha, turns_sha, head_keys, audio_keys], 12)
+        plan.sessions.append({"session_id": session_id, "session_hash": session_hash,
+                              "head_keys": head_keys, "audio_keys": audio_keys})
+        plan.inputs[session_id] = {"participants_csv_sha256": layout_sha, "turns": spec.turns_path.name,
+                                   "turns_sha256": turns_sha, "media": files}
+    hashes.save()
+    return plan
+
+
+class BuildSplits(luigi.Task):
+    """Build the speaker-disjoint LHG dataset: `luigi --module pipeline BuildSplits`."""
+
+    corpus = luigi.Parameter(default="", description="corpus folder (default: generate the sample corpus)")
+    out = luigi.Parameter(default=DEFAULT_OUT, description="output folder")
+    disjoint = luigi.ChoiceParameter(choices=["listener", "person"], default="listener")
+    split_ratios = luigi.Parameter(default="0.8,0.1,0.1", description="train,valid,test share of duration")
+    seed = luigi.IntParameter(default=0)
+    redraw = luigi.BoolParameter(default=False, description="ignore the split registry and draw afresh")
+    strict = luigi.BoolParameter(default=False, description="fail on any quarantined input")
+    shard_mb = luigi.IntParameter(default=256)
+    fbank_dtype = luigi.ChoiceParameter(choices=["float32", "float16"], default="float32")
+    channels = luigi.ChoiceParameter(choices=["6", "5"], default="6",
+                                     description="6 static head channels (18 dims) or the paper's 5 (15)")
+    max_gap_s = luigi.FloatParameter(default=0.5)
+    backchannel_max_s = luigi.FloatParameter(default=1.0)
+    merge_gap_s = luigi.FloatParameter(default=0.5)
+    max_invalid_frac = luigi.FloatParameter(default=0.1)
+    quick_sample = luigi.BoolParameter(default=False, description="smaller sample corpus (tests)")
+
+    @property
+    def corpus_dir(self) -> str:
+        return self.corpus or str(Path(self.out) / "sample_corpus")
+
+    def build_config(self) -> BuildConfig:
+        from pipeline.constants import PAPER5_CHANNELS, STATIC_CHANNELS
+
+        ratios = tuple(float(x) for x in self.split_ratios.split(","))
+        return BuildConfig(
+            head=HeadConfig(channels=STATIC_CHANNELS if self.channels == "6" else PAPER5_CHANNELS,
+                            max_gap_s=self.max_gap_s),
+            session=SessionConfig(merge_gap_s=self.merge_gap_s, backchannel_max_s=self.backchannel_max_s,
+                                  max_invalid_frac=self.max_invalid_frac),
+            dataset=DatasetConfig(disjoint=self.disjoint, ratios=ratios, seed=self.seed, shard_mb=self.shard_mb,
+                                  fbank_dtype=self.fbank_dtype))
+
+    def requires(self):
+        return [] if self.corpus else [MakeSampleCorpus(corpus=self.corpus_dir, quick=self.quick_sample)]
+
+    def build_id(self) -> str:
+        if not (Path(self.corpus_dir) / "sessions").is_dir():
+            return "pending"
+        cfg = self.build_config()
+        plan = plan_build(self.corpus_dir, self.out, cfg)
+        return stable_hash([plan.fingerprint, cfg.stage_version("dataset"), self.redraw], 12)
+
+    def output(self):
+        # Planning hashes the corpus (cached by size/mtime); do it once per task instance.
+        if getattr(self, "_build_id", "pending") == "pending":
+            self._build_id = self.build_id()
+        return luigi.LocalTarget(str(Path(self.out) / "dataset" / f"build-{self._build_id}.json"))
+
+    def run(self):
+        from pipeline.build import SessionInputs, build_dataset
+        from pipeline.datacard import write_data_card, write_rejected
+
+        cfg = self.build_config()
+        plan = plan_build(self.corpus_dir, self.out, cfg)
+        build_id = stable_hash([plan.fingerprint, cfg.stage_version("dataset"), self.redraw], 12)
+        common = {"corpus": self.corpus_dir, "out": self.out, "config": cfg.to_dict()}
+        session_tasks = [SessionSegments(**common, **s) for s in plan.sessions]
+        yield session_tasks  # dynamic dependencies: the plan needs the corpus to exist
+
+        records, rejected = [], list(plan.rejected)
+        for task in session_tasks:
+            rec = _record(task.output())
+            records.append(rec)
+            for group in ("head", "audio"):
+                for target in (t for ts in task.input()[group] for t in ts):
+                    sub = _record(target)
+                    if sub["status"] == "rejected":
+                        rejected.append(sub)
+            if rec["status"] == "rejected":
+                rejected.append(rec)
+        dataset_dir = Path(self.out) / "dataset"
+        write_rejected(dataset_dir / "rejected.csv", rejected)
+        if rejected and self.strict:
+            lines = "\n".join(f"  {r['session_id']}/{r.get('participant_id', '')}: {r['file']}: {r['reason']}"
+                              for r in rejected)
+            raise RuntimeError(f"--strict: {len(rejected)} input(s) quarantined:\n{lines}")
+        sessions = [SessionInputs(r["session_id"], Path(r["segments_table"]),
+                                  {p: Path(v) for p, v in r["head_tables"].items()},
+                                  {p: Path(v) for p, v in r["fbank_tables"].items()}, r["stats"])
+                    for r in records if r["status"] == "ok"]
+        summary = build_dataset(sessions, dataset_dir, cfg, build_id=build_id, redraw=self.redraw)
+        summary.update(corpus=str(Path(self.corpus_dir).resolve()), config=cfg.to_dict(), inputs=plan.inputs,
+                       sessions={r["session_id"]: r.get("stats", {}) for r in records},
+                       rejected=rejected)
+        write_data_card(dataset_dir, summary)
+        for old in dataset_dir.glob("build-*.json"):
+            old.unlink()
+        write_json_atomic(Path(self.out) / "dataset" / f"build-{build_id}.json", summary)
+        print(f"BuildSplits: {summary['n_segments']} segments {summary['segments_per_split']}, "
+              f"{len(rejected)} quarantined input(s) (see {dataset_dir / 'rejected.csv'})")

@@ -1,0 +1,143 @@
+"""Listener segment cutting on the 80 ms grid, and invalid-head-frame filtering."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.constants import HEAD_HOP_S
+from pipeline.segments import cut_listener_segments, drop_invalid_segments
+
+
+def floor_df(rows) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["holder_id", "start_s", "end_s"]).astype(
+        {"start_s": "float64", "end_s": "float64"}
+    )
+
+
+def cut(length_s: float, start_s: float = 0.0, **kw) -> pd.DataFrame:
+    return cut_listener_segments(
+        floor_df([("A", start_s, start_s + length_s)]), ["A", "B"], session_id="s1", **kw
+    )
+
+
+def test_columns_and_types():
+    seg = cut(8.0)
+    assert list(seg.columns) == [
+        "segment_id",
+        "session_id",
+        "listener_id",
+        "speaker_id",
+        "start_s",
+        "end_s",
+        "n_frames",
+    ]
+    assert seg["n_frames"].dtype == "int64"
+    assert seg.loc[0, ["segment_id", "session_id", "listener_id", "speaker_id"]].tolist() == [
+        "s1_B_0000000",
+        "s1",
+        "B",
+        "A",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("length_s", "expected_frames"),
+    [
+        (5.9, []),
+        (6.0, [75]),
+        (8.0, [100]),
+        (11.0, [137]),  # 11 s is 137.5 frames: snapped down to 10.96 s
+        (11.5, [137]),  # two pieces would be < 6 s: one 11 s (137-frame) piece, remainder dropped
+        (13.0, [81, 81]),  # two of ~6.5 s
+        (25.0, [104, 104, 104]),
+        (23.0, [96, 96, 95]),  # 287 frames -> 3 near-equal pieces, longer ones first
+    ],
+)
+def test_piece_lengths(length_s, expected_frames):
+    seg = cut(length_s)
+    assert seg["n_frames"].tolist() == expected_frames
+    assert (seg["n_frames"] >= 75).all() and (seg["n_frames"] <= 137).all()
+    if len(seg):  # consecutive, no gaps
+        assert np.allclose(seg["start_s"].iloc[1:].to_numpy(), seg["end_s"].iloc[:-1].to_numpy())
+        assert seg["start_s"].iloc[0] == 0.0
+
+
+def test_frame_grid_alignment_without_float_drift():
+    seg = cut(20.0, start_s=1234.05)  # start snaps up to frame 15426 (1234.08 s)
+    frames_start = seg["start_s"].to_numpy() / HEAD_HOP_S
+    assert np.allclose(frames_start, np.round(frames_start), atol=1e-6)
+    assert seg["start_s"].iloc[0] == pytest.approx(1234.08)
+    assert seg["segment_id"].iloc[0] == "s1_B_0015426"
+    assert seg["end_s"].iloc[-1] <= 1254.05 + 1e-9
+    n = np.round((seg["end_s"] - seg["start_s"]) / HEAD_HOP_S).astype(int)
+    assert (n == seg["n_frames"]).all()
+    # a floor exactly on the grid keeps its bounds (3 * 0.08 is not 0.24 in floats)
+    on_grid = cut(6.0, start_s=0.24)
+    assert on_grid[["start_s", "end_s", "n_frames"]].values.tolist() == [[0.24, 6.24, 75]]
+
+
+def test_three_participants_and_speaker_not_listener():
+    fl = floor_df([("A", 0.0, 7.0), ("B", 7.0, 20.0)])
+    seg = cut_listener_segments(fl, ["A", "B", "C"], session_id="s9")
+    assert sorted(set(zip(seg["listener_id"], seg["speaker_id"], strict=True))) == [
+        ("A", "B"),
+        ("B", "A"),
+        ("C", "A"),
+        ("C", "B"),
+    ]
+    assert (seg["listener_id"] != seg["speaker_id"]).all()
+    assert seg["segment_id"].is_unique
+
+
+def test_deterministic_and_row_order_independent():
+    fl = floor_df([("A", 0.0, 13.3), ("B", 14.0, 40.1), ("A", 41.0, 47.5)])
+    a = cut_listener_segments(fl, ["A", "B"], session_id="x")
+    b = cut_listener_segments(fl.iloc[::-1].reset_index(drop=True), ["B", "A"], session_id="x")
+    pd.testing.assert_frame_equal(a, b)
+    assert a["segment_id"].is_unique
+
+
+def test_unknown_holder_is_an_error():
+    with pytest.raises(ValueError, match="not in participant_ids"):
+        cut_listener_segments(floor_df([("Z", 0.0, 8.0)]), ["A", "B"], session_id="s")
+
+
+def head_table(n_frames: int, invalid=()) -> pd.DataFrame:
+    valid = np.ones(n_frames, dtype=bool)
+    valid[list(invalid)] = False
+    return pd.DataFrame({"time_s": np.arange(n_frames) * HEAD_HOP_S, "valid": valid})
+
+
+def test_drop_invalid_segments():
+    seg = cut_listener_segments(
+        floor_df([("A", 0.0, 8.0), ("B", 8.0, 16.0), ("A", 16.0, 24.0)]), ["A", "B"], session_id="s"
+    )  # 3 segments of 100 frames: [0,100), [100,200), [200,300)
+    heads = {
+        "A": head_table(300, invalid=range(0, 10)),  # 10 % of segment 1: kept (not > 10 %)
+        # 11 % of segment 2 invalid; table ends 11 frames before segment 3 ends: both dropped
+        "B": head_table(289, invalid=range(100, 111)),
+    }
+    kept, dropped = drop_invalid_segments(seg, heads)
+    assert kept["segment_id"].tolist() == ["s_B_0000000"]
+    assert kept["invalid_frac"].tolist() == [pytest.approx(0.10)]
+    assert dropped["segment_id"].tolist() == ["s_A_0000100", "s_B_0000200"]
+    reasons = dropped.set_index("segment_id")["reason"]
+    assert "speaker B: 11/100 frames invalid" in reasons["s_A_0000100"]
+    assert "listener B: 11/100 frames invalid" in reasons["s_B_0000200"]
+    assert dropped["invalid_frac"].tolist() == [pytest.approx(0.11), pytest.approx(0.11)]
+
+
+def test_frames_beyond_table_and_missing_participant_are_invalid():
+    seg = cut(8.0)  # frames [0, 100), listener B, speaker A
+    kept, dropped = drop_invalid_segments(seg, {"A": head_table(100), "B": head_table(85)})
+    assert kept.empty and dropped["invalid_frac"].tolist() == [pytest.approx(0.15)]
+    kept, dropped = drop_invalid_segments(seg, {"A": head_table(100)})
+    assert (
+        dropped["invalid_frac"].tolist() == [1.0] and "listener B: no head features" in dropped["reason"][0]
+    )
+    kept, dropped = drop_invalid_segments(
+        seg, {"A": head_table(100), "B": head_table(100)}, max_invalid_frac=0.0
+    )
+    assert len(kept) == 1 and kept["invalid_frac"].tolist() == [0.0] and dropped.empty

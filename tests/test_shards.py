@@ -1,0 +1,69 @@
+"""Shards and loader: round trip of segment tensors through safetensors and segments.parquet."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.dataset import LHGDataset
+from pipeline.fsutil import atomic_path
+from pipeline.shards import RunningStats, ShardWriter
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "x.npy"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        np.save(tmp, np.zeros(3))
+        assert tmp.suffix == ".npy"
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_running_stats_match_numpy_and_skip_nan():
+    rng = np.random.default_rng(1)
+    data = rng.normal(3, 2, (1000, 4))
+    stats = RunningStats(4)
+    stats.update(data[:300])
+    stats.update(np.vstack([data[300:], np.full((5, 4), np.nan)]))
+    res = stats.result()
+    np.testing.assert_allclose(res["mean"], data.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(res["std"], data.std(0), rtol=1e-9)
+
+
+def test_shard_round_trip_through_loader(tmp_path):
+    rng = np.random.default_rng(0)
+    writer = ShardWriter(tmp_path / "shards" / "b1", "train", max_bytes=40_000)
+    rows, originals = [], {}
+    for i, n in enumerate([80, 100, 120, 90]):
+        arrays = {
+            "listener_head": rng.normal(size=(n, 18)).astype(np.float32),
+            "speaker_head": rng.normal(size=(n, 18)).astype(np.float32),
+            "listener_valid": np.ones(n, np.uint8), "speaker_valid": np.ones(n, np.uint8),
+            "speech_fbank": rng.normal(size=(n, 8, 80)).astype(np.float16),
+        }
+        arrays["listener_head"][5] = np.nan
+        arrays["listener_valid"][5] = 0
+        name, offset = writer.add(arrays)
+        originals[f"seg{i}"] = arrays
+        rows.append({"segment_id": f"seg{i}", "split": "train", "shard": f"shards/b1/{name}", "offset": offset,
+                     "n_frames": n})
+    written = writer.close()
+    assert len(written) >= 2  # the size bound started new shards
+    pd.DataFrame(rows).to_parquet(tmp_path / "segments.parquet")
+    (tmp_path / "normalization.json").write_text(json.dumps({
+        "head": {"mean": [0.0] * 18, "std": [1.0] * 18},
+        "speech_fbank": {"mean": [0.0] * 80, "std": [1.0] * 80}}))
+    ds = LHGDataset(tmp_path, "train")
+    assert len(ds) == 4
+    for i in range(4):
+        item = ds[i]
+        orig = originals[item["segment_id"]]
+        n = len(orig["speaker_head"])
+        assert tuple(item["listener_head"].shape) == (n, 18)
+        assert tuple(item["speech"].shape) == (n, 8, 80)
+        np.testing.assert_allclose(item["speaker_head"].numpy(), orig["speaker_head"], rtol=1e-6)
+        assert not bool(item["listener_valid"][5]) and float(item["listener_head"][5].abs().sum()) == 0.0
+        np.testing.assert_allclose(item["speech"].numpy(), orig["speech_fbank"].astype(np.float32))
