@@ -74,7 +74,10 @@ def _head_pose_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="images and/or videos")
     parser.add_argument("--csv", required=True, type=Path, help="output CSV (written atomically)")
     parser.add_argument(
-        "--crop", type=_parse_crop, default=None, metavar="X,Y,W,H",
+        "--crop",
+        type=_parse_crop,
+        default=None,
+        metavar="X,Y,W,H",
         help="pixel rectangle of one participant's tile (gallery video); x/y/z are tile-relative",
     )
 
@@ -90,17 +93,18 @@ def _head_pose(args: argparse.Namespace) -> int:
 
     from pipeline.errors import InputError, MediaError
     from pipeline.fsutil import atomic_path
-    from pipeline.headpose import pose_from_image, track_video
+    from pipeline.headpose import FaceMeshTracker, pose_from_image, track_video
 
     frames: list[pd.DataFrame] = []
     failed: list[Path] = []
+    image_tracker = FaceMeshTracker(static_image_mode=True)  # shared by all still images
     for path in args.files:
         try:
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
                 if image is None:
                     raise MediaError(path, "cannot read as an image (missing, unsupported or corrupt)")
-                pose = pose_from_image(image, crop=args.crop, path=path)
+                pose = pose_from_image(image, crop=args.crop, path=path, tracker=image_tracker)
                 if pose is None:
                     print(f"warning: {path}: no face found", file=sys.stderr)
                 times = np.zeros(1)
@@ -120,13 +124,16 @@ def _head_pose(args: argparse.Namespace) -> int:
         table.insert(0, "time_s", times)
         table.insert(0, "file", str(path))
         frames.append(table)
+    image_tracker.close()
 
     result = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=HEAD_POSE_COLUMNS)
     with atomic_path(args.csv) as tmp:
         result[HEAD_POSE_COLUMNS].to_csv(tmp, index=False, float_format="%.6f")
     if failed:
-        print(f"{len(failed)} of {len(args.files)} file(s) failed: {', '.join(map(str, failed))}",
-              file=sys.stderr)
+        print(
+            f"{len(failed)} of {len(args.files)} file(s) failed: {', '.join(map(str, failed))}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

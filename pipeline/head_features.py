@@ -64,9 +64,7 @@ def _fill_short_gaps(present: np.ndarray, max_gap_frames: int) -> np.ndarray:
     return fill
 
 
-def _savgol_per_run(
-    values: np.ndarray, window: int, order: int, deriv: int, delta: float
-) -> np.ndarray:
+def _savgol_per_run(values: np.ndarray, window: int, order: int, deriv: int, delta: float) -> np.ndarray:
     """Savitzky–Golay derivative on each finite run; NaN wherever the window leaves the run."""
     out = np.full_like(values, np.nan)
     half = window // 2

@@ -38,7 +38,8 @@ def build_session_segments(session_id: str, turns_path: str | Path, all_particip
     duration_s = max(float(len(t)) * 0.08 for t in head_tables.values())
     turns = read_turns(turns_path, participant_ids=everyone, duration_s=duration_s)
     floor = derive_floor(turns, everyone, merge_gap_s=cfg.merge_gap_s, backchannel_max_s=cfg.backchannel_max_s)
-    backchannels = find_backchannels(turns, floor, backchannel_max_s=cfg.backchannel_max_s)
+    backchannels = find_backchannels(turns, floor, merge_gap_s=cfg.merge_gap_s,
+                                     backchannel_max_s=cfg.backchannel_max_s)
     cut = cut_listener_segments(floor, everyone, session_id=session_id, min_s=cfg.min_segment_s,
                                 max_s=cfg.max_segment_s)
     usable = cut["listener_id"].isin(participant_ids) & cut["speaker_id"].isin(participant_ids)

@@ -266,12 +266,17 @@ class BuildSplits(luigi.Task):
     def requires(self):
         return [] if self.corpus else [MakeSampleCorpus(corpus=self.corpus_dir, quick=self.quick_sample)]
 
-    def build_id(self) -> str:
-        if not (Path(self.corpus_dir) / "sessions").is_dir():
-            return "pending"
+    def plan(self) -> tuple[BuildConfig, BuildPlan, str]:
+        """Settings, per-session task parameters and the build id (hash of all of them)."""
         cfg = self.build_config()
         plan = plan_build(self.corpus_dir, self.out, cfg)
-        return stable_hash([plan.fingerprint, cfg.stage_version("dataset"), self.redraw], 12)
+        build_id = stable_hash([plan.fingerprint, cfg.stage_version("dataset"), self.redraw, self.strict], 12)
+        return cfg, plan, build_id
+
+    def build_id(self) -> str:
+        if not (Path(self.corpus_dir) / "sessions").is_dir():
+            return "pending"  # the sample corpus is generated first
+        return self.plan()[2]
 
     def output(self):
         # Planning hashes the corpus (cached by size/mtime); do it once per task instance.
@@ -283,9 +288,7 @@ class BuildSplits(luigi.Task):
         from pipeline.build import SessionInputs, build_dataset
         from pipeline.datacard import write_data_card, write_rejected
 
-        cfg = self.build_config()
-        plan = plan_build(self.corpus_dir, self.out, cfg)
-        build_id = stable_hash([plan.fingerprint, cfg.stage_version("dataset"), self.redraw], 12)
+        cfg, plan, build_id = self.plan()
         common = {"corpus": self.corpus_dir, "out": self.out, "config": cfg.to_dict()}
         session_tasks = [SessionSegments(**common, **s) for s in plan.sessions]
         yield session_tasks  # dynamic dependencies: the plan needs the corpus to exist

@@ -1,0 +1,159 @@
+"""End-to-end BuildSplits through real Luigi, Dask, MediaPipe and ffmpeg on a generated corpus:
+outputs and contracts, no-op re-run, incremental add, quarantine, strict mode, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import luigi
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.constants import HEAD_DIM
+from pipeline.dataset import LHGDataset
+from schemas.tables import SEGMENTS_SCHEMA
+from tasks import BuildSplits
+from tasks.dask_runner import close_client
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    from pipeline.sample_corpus import make_sample_corpus
+
+    path = tmp_path_factory.mktemp("corpus")
+    make_sample_corpus(path, quick=True)
+    return path
+
+
+def run_build(**params) -> luigi.execution_summary.LuigiRunResult:
+    result = luigi.build([BuildSplits(**params)], local_scheduler=True, detailed_summary=True, log_level="WARNING")
+    close_client()
+    return result
+
+
+def families_run(result) -> list[str]:
+    text = result.summary_text
+    if "ran successfully" not in text:
+        return []
+    block = text.split("ran successfully:")[1].split("\n\n")[0]
+    return [line.strip().lstrip("- ").split("(")[0].split(" ")[-1] for line in block.splitlines()[1:] if line.strip()]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def built(corpus, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("out")
+    result = run_build(corpus=str(corpus), out=str(out))
+    assert result.status.name == "SUCCESS", result.summary_text
+    return out
+
+
+def test_dataset_contract(built, corpus):
+    dataset = built / "dataset"
+    seg = pd.read_parquet(dataset / "segments.parquet")
+    assert list(seg.columns[: len(SEGMENTS_SCHEMA.names)]) == SEGMENTS_SCHEMA.names
+    assert set(seg["split"]) == {"train", "valid", "test"}, seg["split"].value_counts()
+    lengths = seg["end_s"] - seg["start_s"]
+    assert lengths.between(6.0 - 1e-6, 11.0 + 1e-6).all()
+    assert np.allclose(seg["n_frames"], np.round(lengths / 0.08))
+    # listener-disjoint: each listener in exactly one split
+    assert (seg.groupby("listener_id")["split"].nunique() == 1).all()
+    assert (seg["listener_id"] != seg["speaker_id"]).all()
+    for split in ("train", "valid", "test"):
+        ds = LHGDataset(dataset, split)
+        item = ds[0]
+        t = item["listener_head"].shape[0]
+        assert tuple(item["speaker_head"].shape) == (t, HEAD_DIM)
+        assert tuple(item["speech"].shape) == (t, 8, 80)
+        assert item["listener_valid"].float().mean() > 0.9
+    card = (dataset / "data_card.md").read_text()
+    assert "How 18 dimensions were resolved" in card and "$" not in card.split("```json")[0]
+    for png in ("segment_lengths.png", "participant_activity.png"):
+        assert (dataset / png).stat().st_size > 5000
+    rejected = pd.read_csv(dataset / "rejected.csv")
+    assert len(rejected) == 0, rejected
+    norm = json.loads((dataset / "normalization.json").read_text())
+    assert len(norm["head"]["mean"]) == HEAD_DIM and "train" in norm["source"]
+
+
+def test_second_run_runs_nothing_and_changes_nothing(built, corpus):
+    before = snapshot(built)
+    result = run_build(corpus=str(corpus), out=str(built))
+    assert result.status.name == "SUCCESS"
+    assert families_run(result) == [], result.summary_text
+    assert snapshot(built) == before
+
+
+def test_incremental_add_and_quarantine(built, corpus, tmp_path):
+    from pipeline.sample_corpus import make_session
+
+    corpus2 = tmp_path / "corpus"
+    shutil.copytree(corpus, corpus2)
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    # the copied work folder is keyed by content, so nothing recomputes for the old sessions
+    work_before = {k: v for k, v in snapshot(out / "work").items() if k != "file_hashes.json"}
+    registry_before = json.loads((out / "dataset" / "splits_registry.json").read_text())["assignments"]
+    make_session(corpus2, "s90", ["P07", "P08"], annotation="csv", duration_s=30.0, seed=90)
+    # a damaged session: truncated video and an annotation naming an unknown participant
+    bad = corpus2 / "sessions" / "s91"
+    shutil.copytree(corpus2 / "sessions" / "s90", bad)
+    video = next(bad.glob("*.mp4"))
+    video.write_bytes(video.read_bytes()[:2000])
+    (bad / "turns.csv").write_text("participant_id,start_s,end_s\nP07,0,5\nZZ,5,9\n")
+    result = run_build(corpus=str(corpus2), out=str(out))
+    assert result.status.name == "SUCCESS", result.summary_text
+    run_families = families_run(result)
+    assert "BuildSplits" in run_families and "SessionSegments" in run_families
+    work_after = snapshot(out / "work")
+    for name, blob in work_before.items():
+        assert work_after[name] == blob, f"{name} was rewritten"
+    new_work = set(work_after) - set(work_before) - {"file_hashes.json"}
+    assert new_work and all(("s90" in n) or ("s91" in n) for n in new_work), sorted(new_work)
+    registry = json.loads((out / "dataset" / "splits_registry.json").read_text())["assignments"]
+    assert all(registry[p] == s for p, s in registry_before.items())
+    assert {"P07", "P08"} <= set(registry)
+    rejected = pd.read_csv(out / "dataset" / "rejected.csv")
+    assert (rejected["session_id"] == "s91").any(), rejected
+    reasons = " ".join(rejected["reason"].astype(str))
+    assert "ZZ" in reasons or video.name in " ".join(rejected["file"].astype(str))
+    seg = pd.read_parquet(out / "dataset" / "segments.parquet")
+    assert (seg["session_id"] == "s90").any() and not (seg["session_id"] == "s91").any()
+    # strict mode fails instead of quarantining
+    strict = run_build(corpus=str(corpus2), out=str(out), strict=True, seed=0)
+    assert strict.status.name != "SUCCESS"
+
+
+def test_kill_and_resume(corpus, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "luigi", "--module", "pipeline", "BuildSplits", "--corpus", str(corpus),
+           "--out", str(out), "--local-scheduler"]
+    env = {**os.environ, "LHG_DASK_SCHEDULER": "inline"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "work" / "head").rglob("*.json"))) < 2:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in (out / "work").rglob("*.json") if p.name != "file_hashes.json"}
+    assert finished, "the build was killed before finishing any recording"
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for path, mtime in finished.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
+    assert not list(out.rglob("*.tmp-*")), "temporary files left behind"
+    assert len(pd.read_parquet(out / "dataset" / "segments.parquet")) > 0
