@@ -179,7 +179,8 @@ class HeadRenderer:
     Pose: pitch, yaw, roll in degrees; dx, dy translation in tile fractions; scale factor.
     """
 
-    def __init__(self, look: ParticipantLook, width: int, height: int, grid_step: int = 4):
+    def __init__(self, look: ParticipantLook, width: int, height: int, grid_step: int = 4,
+                 calibrate: bool = True):
         self.look, self.w, self.h, self.f = look, int(width), int(height), int(grid_step)
         photo = _photo(look.photo).astype(np.float32)
         lm = _photo_landmarks(look.photo).copy()
@@ -242,6 +243,12 @@ class HeadRenderer:
         r = np.sqrt(hr2)
         t = np.clip((r - 1.0) / 0.9, 0.0, 1.0)
         self.mask = (1.0 - t * t * (3.0 - 2.0 * t)).astype(np.float32)
+        # A 2.5-D pitch of a photo reads larger to FaceMesh than the same yaw (measured: x1.2-1.8,
+        # asymmetric up/down; yaw and roll read ~x1). Calibrate the pitch gain per look so that a
+        # landmark Procrustes fit on the rendered frames reports the ground-truth pitch.
+        self.pitch_gain = (1.0, 1.0)
+        if calibrate:
+            self.pitch_gain = _pitch_gain(self)
 
     def pivot_position(self, dx: float = 0.0, dy: float = 0.0) -> tuple[float, float]:
         """Head pivot in tile fractions for translation (dx, dy)."""
@@ -250,6 +257,7 @@ class HeadRenderer:
     def maps(self, pitch: float, yaw: float, roll: float, dx: float = 0.0, dy: float = 0.0,
              scale: float = 1.0, iters: int = 5) -> tuple[np.ndarray, np.ndarray]:
         """Full-resolution (map_x, map_y) into the tinted photo for cv2.remap."""
+        pitch = pitch * (self.pitch_gain[0] if pitch >= 0 else self.pitch_gain[1])
         p, q, r = (math.radians(v) for v in (pitch, yaw, roll))
         cp, sp, cq, sq, cr, sr = math.cos(p), math.sin(p), math.cos(q), math.sin(q), math.cos(r), math.sin(r)
         X, Y, Z = self.X, self.Y, self.depth
@@ -286,6 +294,61 @@ class HeadRenderer:
                scale: float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
         mapx, mapy = self.maps(pitch, yaw, roll, dx, dy, scale)
         return cv2.remap(self.photo, mapx, mapy, cv2.INTER_LINEAR, dst=out, borderMode=cv2.BORDER_REFLECT101)
+
+
+def face_landmarks_px(img: np.ndarray, face_mesh: Any = None) -> np.ndarray | None:
+    """FaceMesh landmarks of a BGR image as (468, 3) pixels (z scaled by the width), or None."""
+    import mediapipe as mp
+
+    h, w = img.shape[:2]
+    own = face_mesh is None
+    fm = face_mesh or mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1)
+    try:
+        res = fm.process(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    finally:
+        if own:
+            fm.close()
+    if not res.multi_face_landmarks:
+        return None
+    return np.array([[p.x * w, p.y * h, p.z * w] for p in res.multi_face_landmarks[0].landmark])
+
+
+def relative_rotation_deg(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float, float]:
+    """(pitch, yaw, roll) in this module's conventions of the rotation taking landmark set `ref` to
+    `cur` (orthogonal Procrustes on FaceMesh landmarks in pixels; FaceMesh z points away)."""
+    a = ref * np.array([1.0, 1.0, -1.0])
+    b = cur * np.array([1.0, 1.0, -1.0])
+    a, b = a - a.mean(0), b - b.mean(0)
+    u, _, vt = np.linalg.svd(b.T @ a)
+    d = np.sign(np.linalg.det(u @ vt))
+    rot = u @ np.diag([1.0, 1.0, d]) @ vt
+    pitch = math.degrees(math.asin(float(np.clip(rot[1, 2], -1, 1))))
+    yaw = math.degrees(math.asin(float(np.clip(rot[0, 2], -1, 1))))
+    roll = math.degrees(math.asin(float(np.clip(rot[0, 1], -1, 1))))
+    return pitch, yaw, roll
+
+
+_CALIBRATION: dict[tuple[Any, ...], tuple[float, float]] = {}
+
+
+def _pitch_gain(r: HeadRenderer, probe_deg: float = 10.0) -> tuple[float, float]:
+    key = (r.look.photo, r.look.mirror, r.look.face_frac, r.look.center, r.look.tint, r.w, r.h, r.f)
+    if key in _CALIBRATION:
+        return _CALIBRATION[key]
+    import mediapipe as mp
+
+    gains = [1.0, 1.0]
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1) as fm:
+        ref = face_landmarks_px(r.render(0.0, 0.0, 0.0), fm)
+        for i, sgn in enumerate((1.0, -1.0)):
+            cur = face_landmarks_px(r.render(sgn * probe_deg, 0.0, 0.0), fm)
+            if ref is None or cur is None:
+                continue
+            measured = sgn * relative_rotation_deg(ref, cur)[0]
+            if measured > 0:
+                gains[i] = float(np.clip(probe_deg / measured, 0.4, 1.5))
+    _CALIBRATION[key] = (gains[0], gains[1])
+    return _CALIBRATION[key]
 
 
 # --------------------------------------------------------------------------------------------------
