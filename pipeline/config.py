@@ -23,6 +23,7 @@ class HeadConfig:
     savgol_window: int = 7
     savgol_order: int = 2
     face_model: str = ""  # optional MediaPipe FaceLandmarker .task file; "" = bundled FaceMesh
+    face_model_sha256: str = ""  # content of that file, so swapping models recomputes head features
 
 
 @dataclass(frozen=True)

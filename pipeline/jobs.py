@@ -23,6 +23,9 @@ def limit_threads() -> None:
     """One compute thread per worker process: parallelism comes from workers, not BLAS/torch."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    # MediaPipe/TFLite C++ logging floods the console with per-graph warnings.
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         import cv2
 
@@ -45,14 +48,17 @@ def run_head_job(job: dict[str, Any]) -> dict[str, Any]:
     from schemas.tables import head_features_schema, validate_table
 
     from .head_features import extract_head_features
+    from .headpose import FaceMeshTracker
 
     limit_threads()
     cfg = job["config"]
     started = time.perf_counter()
+    factory = (lambda: FaceMeshTracker(task_model=cfg["face_model"])) if cfg.get("face_model") else None
     try:
         crop = tuple(job["crop"]) if job.get("crop") else None
         table = extract_head_features(
-            job["video"], crop=crop, max_gap_s=cfg["max_gap_s"], channels=tuple(cfg["channels"]),
+            job["video"], crop=crop, tracker_factory=factory, max_gap_s=cfg["max_gap_s"],
+            channels=tuple(cfg["channels"]),
             savgol_window=cfg["savgol_window"], savgol_order=cfg["savgol_order"])
     except InputError as exc:
         record = rejected_record(job, "head", exc)
@@ -67,7 +73,7 @@ def run_head_job(job: dict[str, Any]) -> dict[str, Any]:
                   "n_frames": n, "duration_s": n * 0.08,
                   "detected_frac": float(table["detected"].mean()) if n else 0.0,
                   "valid_frac": float(table["valid"].mean()) if n else 0.0,
-                  "seconds": round(time.perf_counter() - started, 3)}
+                  "seconds": round(time.perf_counter() - started, 3), "worker_pid": os.getpid()}
     write_json_atomic(job["out_record"], record)
     return record
 

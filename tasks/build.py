@@ -242,6 +242,7 @@ class BuildSplits(luigi.Task):
     channels = luigi.ChoiceParameter(choices=["6", "5"], default="6",
                                      description="6 static head channels (18 dims) or the paper's 5 (15)")
     max_gap_s = luigi.FloatParameter(default=0.5)
+    face_model = luigi.Parameter(default="", description="optional MediaPipe FaceLandmarker .task file")
     backchannel_max_s = luigi.FloatParameter(default=1.0)
     merge_gap_s = luigi.FloatParameter(default=0.5)
     max_invalid_frac = luigi.FloatParameter(default=0.1)
@@ -257,7 +258,9 @@ class BuildSplits(luigi.Task):
         ratios = tuple(float(x) for x in self.split_ratios.split(","))
         return BuildConfig(
             head=HeadConfig(channels=STATIC_CHANNELS if self.channels == "6" else PAPER5_CHANNELS,
-                            max_gap_s=self.max_gap_s),
+                            max_gap_s=self.max_gap_s, face_model=str(Path(self.face_model).resolve()) if
+                            self.face_model else "",
+                            face_model_sha256=sha256_file(self.face_model) if self.face_model else ""),
             session=SessionConfig(merge_gap_s=self.merge_gap_s, backchannel_max_s=self.backchannel_max_s,
                                   max_invalid_frac=self.max_invalid_frac),
             dataset=DatasetConfig(disjoint=self.disjoint, ratios=ratios, seed=self.seed, shard_mb=self.shard_mb,

@@ -44,7 +44,8 @@ def get_client():
 
         if choice == "local":
             n = dask().n_workers or os.cpu_count() or 1
-            env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+            env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                   "GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "3"}
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                                    memory_limit=dask().memory_limit, env=env)
             _CLIENT = Client(cluster)

@@ -85,6 +85,9 @@ def test_dataset_contract(built, corpus):
         assert (dataset / png).stat().st_size > 5000
     rejected = pd.read_csv(dataset / "rejected.csv")
     assert len(rejected) == 0, rejected
+    # per-recording work ran on Dask worker processes (a real LocalCluster), not in this process
+    pids = {json.loads(p.read_text())["worker_pid"] for p in (built / "work" / "head").rglob("*.json")}
+    assert pids and os.getpid() not in pids
     norm = json.loads((dataset / "normalization.json").read_text())
     assert len(norm["head"]["mean"]) == HEAD_DIM and "train" in norm["source"]
 
