@@ -160,3 +160,25 @@ def test_kill_and_resume(corpus, tmp_path):
         assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
     assert not list(out.rglob("*.tmp-*")), "temporary files left behind"
     assert len(pd.read_parquet(out / "dataset" / "segments.parquet")) > 0
+
+
+def test_setting_change_recomputes_only_affected_stages(built, corpus, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    result = run_build(corpus=str(corpus), out=str(out), max_invalid_frac=0.2)
+    assert result.status.name == "SUCCESS", result.summary_text
+    assert sorted(set(families_run(result))) == ["BuildSplits", "SessionSegments"], result.summary_text
+
+
+def test_person_disjoint_needs_redraw_then_holds(built, corpus, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    refused = run_build(corpus=str(corpus), out=str(out), disjoint="person")
+    assert refused.status.name != "SUCCESS"  # the listener-mode registry must not be silently replaced
+    result = run_build(corpus=str(corpus), out=str(out), disjoint="person", redraw=True)
+    assert result.status.name == "SUCCESS", result.summary_text
+    seg = pd.read_parquet(out / "dataset" / "segments.parquet")
+    roles = pd.concat([seg[["listener_id", "split"]].set_axis(["pid", "split"], axis=1),
+                       seg[["speaker_id", "split"]].set_axis(["pid", "split"], axis=1)])
+    assert (roles.groupby("pid")["split"].nunique() == 1).all()
+    assert set(seg["split"]) == {"train", "valid", "test"}
