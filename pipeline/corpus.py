@@ -1,4 +1,4 @@
-"""The corpus input contract: one folder per recorded session.
+"""Reading the corpus input contract (defined in `schemas/inputs.py`): one folder per session.
 
     <corpus>/sessions/<session_id>/
         participants.csv   participant_id,video,audio[,crop_x,crop_y,crop_w,crop_h][,audio_offset_s]
@@ -17,19 +17,17 @@ import csv
 import json
 import math
 import os
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from schemas.inputs import PARTICIPANTS_CROP as CROP_COLUMNS
+from schemas.inputs import PARTICIPANTS_OPTIONAL as OPTIONAL_COLUMNS
+from schemas.inputs import PARTICIPANTS_REQUIRED as REQUIRED_COLUMNS
+from schemas.inputs import SAFE_ID, TURN_FILES
+
 from .errors import CorpusLayoutError
 from .fsutil import sha256_file, write_json_atomic
-
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-TURN_FILES = ("turns.csv", "turns.eaf", "turns.TextGrid")
-REQUIRED_COLUMNS = ("participant_id", "video", "audio")
-CROP_COLUMNS = ("crop_x", "crop_y", "crop_w", "crop_h")
-OPTIONAL_COLUMNS = (*CROP_COLUMNS, "audio_offset_s")
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,13 @@
 - `tcp://host:8786`: an existing cluster (many machines sharing the output folder);
 - `inline`: no Dask, run in the calling process (debugging).
 Luigi stays the source of truth for completion: jobs write their own atomic outputs and records.
-Inside a Luigi multi-worker child process the default falls back to inline: Luigi already runs
-those tasks in parallel, and a cluster per child would oversubscribe the cores.
+With Luigi `--workers N`, tasks run in N child processes; each one that fans out starts its own
+LocalCluster with cores / N workers, so the machine is not oversubscribed.
 """
 
 from __future__ import annotations
 
 import atexit
-import multiprocessing
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -37,13 +36,13 @@ def get_client():
     """The run's Dask client, created on first use (None means run inline)."""
     global _CLIENT
     choice = _scheduler()
-    if choice == "inline" or (choice == "local" and multiprocessing.parent_process() is not None):
+    if choice == "inline":
         return None
     if _CLIENT is None:
         from distributed import Client, LocalCluster
 
         if choice == "local":
-            n = dask().n_workers or os.cpu_count() or 1
+            n = dask().n_workers or max(1, (os.cpu_count() or 1) // max(1, luigi.interface.core().workers))
             env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                    "GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "3"}
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
