@@ -34,16 +34,29 @@ def _record(target: luigi.LocalTarget) -> dict:
     return json.loads(Path(target.path).read_text())
 
 
+def save_config(out: str, cfg: BuildConfig) -> str:
+    """Store the settings under `work/configs/<hash>.json`; tasks carry only the short hash."""
+    config_id = stable_hash(cfg.to_dict(), 10)
+    path = Path(out) / "work" / "configs" / f"{config_id}.json"
+    if not path.exists():
+        write_json_atomic(path, cfg.to_dict())
+    return config_id
+
+
 class _StageTask(luigi.Task):
     """Common parameters: where the corpus is, where outputs go, and the build settings."""
 
     corpus = luigi.Parameter()
     out = luigi.Parameter()
-    config = luigi.DictParameter(description="BuildConfig as a dict (set by BuildSplits)")
+    config_id = luigi.Parameter(description="hash of the BuildConfig stored in work/configs/ by BuildSplits")
 
     @property
     def cfg(self) -> BuildConfig:
-        return BuildConfig.from_dict(luigi.freezing.recursively_unfreeze(self.config))
+        cached = getattr(self, "_cfg", None)
+        if cached is None:
+            path = self.work / "configs" / f"{self.config_id}.json"
+            cached = self._cfg = BuildConfig.from_dict(json.loads(path.read_text()))
+        return cached
 
     @property
     def work(self) -> Path:
@@ -118,7 +131,7 @@ class SessionSegments(_StageTask):
     audio_keys = luigi.ListParameter()
 
     def requires(self):
-        common = {"corpus": self.corpus, "out": self.out, "config": self.config}
+        common = {"corpus": self.corpus, "out": self.out, "config_id": self.config_id}
         return {"head": [HeadFeatures(key=k, **common) for k in self.head_keys],
                 "audio": [AudioFeatures(key=k, **common) for k in self.audio_keys]}
 
@@ -292,7 +305,7 @@ class BuildSplits(luigi.Task):
         from pipeline.datacard import write_data_card, write_rejected
 
         cfg, plan, build_id = self.plan()
-        common = {"corpus": self.corpus_dir, "out": self.out, "config": cfg.to_dict()}
+        common = {"corpus": self.corpus_dir, "out": self.out, "config_id": save_config(self.out, cfg)}
         session_tasks = [SessionSegments(**common, **s) for s in plan.sessions]
         yield session_tasks  # dynamic dependencies: the plan needs the corpus to exist
 

@@ -45,7 +45,7 @@ def get_client():
             n = dask().n_workers or max(1, (os.cpu_count() or 1) // max(1, luigi.interface.core().workers))
             env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                    "GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "3"}
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                                    memory_limit=dask().memory_limit, env=env)
             _CLIENT = Client(cluster)
         else:
