@@ -39,6 +39,15 @@ def _versions() -> str:
     return ", ".join(found)
 
 
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
 def _plots(dataset_dir: Path, segments: pd.DataFrame) -> None:
     import matplotlib
 
@@ -54,10 +63,7 @@ def _plots(dataset_dir: Path, segments: pd.DataFrame) -> None:
     ax.set_xlabel("segment length incl. 1 s context [s]")
     ax.set_ylabel("segments")
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(dataset_dir / "segment_lengths.png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    _save(fig, dataset_dir / "segment_lengths.png")
 
     minutes = segments.assign(m=lengths / 60).pivot_table(index="listener_id", columns="split", values="m",
                                                           aggfunc="sum", fill_value=0.0)
@@ -70,10 +76,7 @@ def _plots(dataset_dir: Path, segments: pd.DataFrame) -> None:
     ax.set_xlabel("listening time in segments [min]")
     ax.set_title("per-participant listener activity")
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(dataset_dir / "participant_activity.png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    _save(fig, dataset_dir / "participant_activity.png")
 
 
 def write_data_card(dataset_dir: str | Path, summary: dict) -> Path:

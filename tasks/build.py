@@ -20,7 +20,7 @@ import luigi
 import pandas as pd
 
 from pipeline.config import BuildConfig, DatasetConfig, HeadConfig, SessionConfig
-from pipeline.corpus import FileHashCache, discover_sessions, read_session
+from pipeline.corpus import FileHashCache, ParticipantEntry, discover_sessions, read_session
 from pipeline.errors import CorpusLayoutError, InputError
 from pipeline.fsutil import atomic_path, sha256_file, stable_hash, write_json_atomic
 from pipeline.jobs import run_audio_job, run_head_job
@@ -69,59 +69,51 @@ class _RecordingTask(_StageTask):
     key = luigi.Parameter(batch_method=",".join)
     max_batch_size = 1000
     stage = ""
+    suffix = ""
 
     def keys(self) -> list[str]:
         return sorted(self.key.split(","))
 
     def _paths(self, key: str) -> tuple[Path, Path]:
+        """(record, data file) of one key; ids may contain dots, so names are joined, not suffixed."""
         session_id, participant_id, input_hash = key.split("/")
-        base = self.work / self.stage / session_id / f"{participant_id}-{input_hash}-{self.cfg.stage_version(self.stage)}"
-        return base.with_suffix(".json"), base
+        folder = self.work / self.stage / session_id
+        stem = f"{participant_id}-{input_hash}-{self.cfg.stage_version(self.stage)}"
+        return folder / f"{stem}.json", folder / f"{stem}{self.suffix}"
 
     def output(self):
         return [luigi.LocalTarget(str(self._paths(k)[0])) for k in self.keys()]
 
-    def job(self, key: str) -> dict:
+    def media_fields(self, entry: ParticipantEntry) -> dict:
+        """The job's stage-specific inputs for one participant."""
         raise NotImplementedError
 
-    def job_fn(self):
-        raise NotImplementedError
+    def job(self, key: str) -> dict:
+        session_id, participant_id, _ = key.split("/")
+        entry = read_session(self.corpus, session_id).participant(participant_id)
+        record, table = self._paths(key)
+        return {"session_id": session_id, "participant_id": participant_id,
+                "config": self.cfg.to_dict()[self.stage], "out_table": str(table),
+                "out_record": str(record), **self.media_fields(entry)}
 
     def run(self):
         jobs = [self.job(k) for k in self.keys() if not Path(self._paths(k)[0]).exists()]
-        for record in run_jobs(self.job_fn(), jobs):
-            status = record["status"]
-            self.set_status_message(f"{record['session_id']}/{record['participant_id']}: {status}")
+        for record in run_jobs(self.job_fn, jobs):
+            self.set_status_message(f"{record['session_id']}/{record['participant_id']}: {record['status']}")
 
 
 class HeadFeatures(_RecordingTask):
-    stage = "head"
+    stage, suffix, job_fn = "head", ".parquet", staticmethod(run_head_job)
 
-    def job_fn(self):
-        return run_head_job
-
-    def job(self, key: str) -> dict:
-        session_id, participant_id, _ = key.split("/")
-        entry = read_session(self.corpus, session_id).participant(participant_id)
-        record, base = self._paths(key)
-        return {"session_id": session_id, "participant_id": participant_id, "video": str(entry.video),
-                "crop": list(entry.crop) if entry.crop else None, "config": self.cfg.to_dict()["head"],
-                "out_table": str(base.with_suffix(".parquet")), "out_record": str(record)}
+    def media_fields(self, entry: ParticipantEntry) -> dict:
+        return {"video": str(entry.video), "crop": list(entry.crop) if entry.crop else None}
 
 
 class AudioFeatures(_RecordingTask):
-    stage = "audio"
+    stage, suffix, job_fn = "audio", ".npy", staticmethod(run_audio_job)
 
-    def job_fn(self):
-        return run_audio_job
-
-    def job(self, key: str) -> dict:
-        session_id, participant_id, _ = key.split("/")
-        entry = read_session(self.corpus, session_id).participant(participant_id)
-        record, base = self._paths(key)
-        return {"session_id": session_id, "participant_id": participant_id, "audio": str(entry.audio),
-                "offset_s": entry.audio_offset_s, "config": self.cfg.to_dict()["audio"],
-                "out_table": str(base.with_suffix(".npy")), "out_record": str(record)}
+    def media_fields(self, entry: ParticipantEntry) -> dict:
+        return {"audio": str(entry.audio), "offset_s": entry.audio_offset_s}
 
 
 class SessionSegments(_StageTask):

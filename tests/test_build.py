@@ -110,13 +110,14 @@ def test_incremental_add_and_quarantine(built, corpus, tmp_path):
     # the copied work folder is keyed by content, so nothing recomputes for the old sessions
     work_before = {k: v for k, v in snapshot(out / "work").items() if k != "file_hashes.json"}
     registry_before = json.loads((out / "dataset" / "splits_registry.json").read_text())["assignments"]
-    make_session(corpus2, "s90", ["P07", "P08"], annotation="csv", duration_s=30.0, seed=90)
+    # ids with dots are legal and must not confuse file naming
+    make_session(corpus2, "s.90", ["P.07", "P08"], annotation="csv", duration_s=30.0, seed=90)
     # a damaged session: truncated video and an annotation naming an unknown participant
     bad = corpus2 / "sessions" / "s91"
-    shutil.copytree(corpus2 / "sessions" / "s90", bad)
+    shutil.copytree(corpus2 / "sessions" / "s.90", bad)
     video = next(bad.glob("*.mp4"))
     video.write_bytes(video.read_bytes()[:2000])
-    (bad / "turns.csv").write_text("participant_id,start_s,end_s\nP07,0,5\nZZ,5,9\n")
+    (bad / "turns.csv").write_text("participant_id,start_s,end_s\nP.07,0,5\nZZ,5,9\n")
     result = run_build(corpus=str(corpus2), out=str(out))
     assert result.status.name == "SUCCESS", result.summary_text
     run_families = families_run(result)
@@ -125,16 +126,16 @@ def test_incremental_add_and_quarantine(built, corpus, tmp_path):
     for name, blob in work_before.items():
         assert work_after[name] == blob, f"{name} was rewritten"
     new_work = set(work_after) - set(work_before) - {"file_hashes.json"}
-    assert new_work and all(("s90" in n) or ("s91" in n) for n in new_work), sorted(new_work)
+    assert new_work and all(("s.90" in n) or ("s91" in n) for n in new_work), sorted(new_work)
     registry = json.loads((out / "dataset" / "splits_registry.json").read_text())["assignments"]
     assert all(registry[p] == s for p, s in registry_before.items())
-    assert {"P07", "P08"} <= set(registry)
+    assert {"P.07", "P08"} <= set(registry)
     rejected = pd.read_csv(out / "dataset" / "rejected.csv")
     assert (rejected["session_id"] == "s91").any(), rejected
     reasons = " ".join(rejected["reason"].astype(str))
     assert "ZZ" in reasons or video.name in " ".join(rejected["file"].astype(str))
     seg = pd.read_parquet(out / "dataset" / "segments.parquet")
-    assert (seg["session_id"] == "s90").any() and not (seg["session_id"] == "s91").any()
+    assert (seg["session_id"] == "s.90").any() and not (seg["session_id"] == "s91").any()
     # strict mode fails instead of quarantining
     strict = run_build(corpus=str(corpus2), out=str(out), strict=True, seed=0)
     assert strict.status.name != "SUCCESS"
