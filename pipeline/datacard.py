@@ -9,6 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from string import Template
 
+import numpy as np
 import pandas as pd
 
 from schemas.tables import REJECTED_COLUMNS, SPLITS
@@ -48,7 +49,7 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def _plots(dataset_dir: Path, segments: pd.DataFrame) -> None:
+def _plots(dataset_dir: Path, segments: pd.DataFrame, talk_s: dict[str, float]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,10 +57,9 @@ def _plots(dataset_dir: Path, segments: pd.DataFrame) -> None:
 
     lengths = segments["end_s"] - segments["start_s"]
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    for split in SPLITS:
-        sel = lengths[segments["split"] == split]
-        if len(sel):
-            ax.hist(sel, bins=[6 + 0.5 * i for i in range(11)], alpha=0.6, label=f"{split} ({len(sel)})")
+    present = [s for s in SPLITS if (segments["split"] == s).any()]
+    ax.hist([lengths[segments["split"] == s] for s in present], bins=[6 + 0.5 * i for i in range(11)],
+            stacked=True, label=[f"{s} ({int((segments['split'] == s).sum())})" for s in present])
     ax.set_xlabel("segment length incl. 1 s context [s]")
     ax.set_ylabel("segments")
     ax.legend()
@@ -67,22 +67,32 @@ def _plots(dataset_dir: Path, segments: pd.DataFrame) -> None:
 
     minutes = segments.assign(m=lengths / 60).pivot_table(index="listener_id", columns="split", values="m",
                                                           aggfunc="sum", fill_value=0.0)
-    fig, ax = plt.subplots(figsize=(6, 0.4 * len(minutes) + 1.5))
-    left = pd.Series(0.0, index=minutes.index)
+    people = sorted(set(minutes.index) | set(talk_s))
+    minutes = minutes.reindex(people, fill_value=0.0)
+    fig, ax = plt.subplots(figsize=(6.5, 0.5 * len(people) + 2.2))
+    y = np.arange(len(people))
+    left = np.zeros(len(people))
     for split in SPLITS:
         if split in minutes:
-            ax.barh(minutes.index, minutes[split], left=left, label=split)
-            left += minutes[split]
-    ax.set_xlabel("listening time in segments [min]")
-    ax.set_title("per-participant listener activity")
-    ax.legend()
+            ax.barh(y + 0.2, minutes[split], height=0.4, left=left, label=f"listening in segments ({split})")
+            left += minutes[split].to_numpy()
+    ax.barh(y - 0.2, [talk_s.get(p, 0.0) / 60 for p in people], height=0.4, color="0.6",
+            label="annotated talk")
+    ax.set_yticks(y, people)
+    ax.set_xlabel("minutes")
+    ax.set_title("per-participant activity")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
     _save(fig, dataset_dir / "participant_activity.png")
 
 
 def write_data_card(dataset_dir: str | Path, summary: dict) -> Path:
     dataset_dir = Path(dataset_dir)
     segments = pd.read_parquet(dataset_dir / "segments.parquet")
-    _plots(dataset_dir, segments)
+    talk_s: dict[str, float] = {}
+    for st in summary["sessions"].values():
+        for pid, seconds in st.get("talk_s", {}).items():
+            talk_s[pid] = talk_s.get(pid, 0.0) + seconds
+    _plots(dataset_dir, segments, talk_s)
     cfg = summary["config"]
     counts = summary["segments_per_split"]
     hours = summary["hours_per_split"]

@@ -51,6 +51,7 @@ import cv2
 import numpy as np
 from scipy import signal
 
+from pipeline.audio import ffmpeg_exe
 from pipeline.fsutil import atomic_path, write_json_atomic, write_text_atomic
 
 GENERATOR_VERSION = 2  # bump whenever generated content changes (idempotence markers compare it)
@@ -64,13 +65,6 @@ _FACE_OVAL = (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 15
 # --------------------------------------------------------------------------------------------------
 # ffmpeg helpers
 # --------------------------------------------------------------------------------------------------
-
-def ffmpeg_exe() -> str:
-    """The static ffmpeg binary shipped with imageio-ffmpeg (there is no system ffmpeg)."""
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
 
 @lru_cache(maxsize=1)
 def ffmpeg_encoders() -> frozenset[str]:

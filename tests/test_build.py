@@ -118,6 +118,11 @@ def test_incremental_add_and_quarantine(built, corpus, tmp_path):
     video = next(bad.glob("*.mp4"))
     video.write_bytes(video.read_bytes()[:2000])
     (bad / "turns.csv").write_text("participant_id,start_s,end_s\nP.07,0,5\nZZ,5,9\n")
+    # unreadable audio for one participant: that recording is quarantined, the session has one usable person
+    deaf = corpus2 / "sessions" / "s92"
+    shutil.copytree(corpus2 / "sessions" / "s.90", deaf)
+    audio = sorted(p for p in deaf.iterdir() if p.suffix in {".wav", ".m4a", ".mp3"})[0]
+    audio.write_bytes(b"RIFF....WAVEfmt garbage" * 50)
     result = run_build(corpus=str(corpus2), out=str(out))
     assert result.status.name == "SUCCESS", result.summary_text
     run_families = families_run(result)
@@ -126,16 +131,21 @@ def test_incremental_add_and_quarantine(built, corpus, tmp_path):
     for name, blob in work_before.items():
         assert work_after[name] == blob, f"{name} was rewritten"
     new_work = set(work_after) - set(work_before) - {"file_hashes.json"}
-    assert new_work and all(("s.90" in n) or ("s91" in n) for n in new_work), sorted(new_work)
+    assert new_work and all(any(s in n for s in ("s.90", "s91", "s92")) for n in new_work), sorted(new_work)
     registry = json.loads((out / "dataset" / "splits_registry.json").read_text())["assignments"]
     assert all(registry[p] == s for p, s in registry_before.items())
     assert {"P.07", "P08"} <= set(registry)
     rejected = pd.read_csv(out / "dataset" / "rejected.csv")
     assert (rejected["session_id"] == "s91").any(), rejected
-    reasons = " ".join(rejected["reason"].astype(str))
-    assert "ZZ" in reasons or video.name in " ".join(rejected["file"].astype(str))
+    files = " ".join(rejected["file"].astype(str))
+    assert video.name in files  # the truncated video, named
+    assert ((rejected["session_id"] == "s92") & (rejected["stage"] == "audio")).any()
+    assert audio.name in files
+    assert ((rejected["session_id"] == "s92") & (rejected["stage"] == "session")).any()
     seg = pd.read_parquet(out / "dataset" / "segments.parquet")
-    assert (seg["session_id"] == "s.90").any() and not (seg["session_id"] == "s91").any()
+    assert (seg["session_id"] == "s.90").any() and not seg["session_id"].isin(["s91", "s92"]).any()
+    card = (out / "dataset" / "data_card.md").read_text()
+    assert "s91" in card.split("## Quarantined inputs")[1]
     # strict mode fails instead of quarantining
     strict = run_build(corpus=str(corpus2), out=str(out), strict=True, seed=0)
     assert strict.status.name != "SUCCESS"
@@ -169,6 +179,17 @@ def test_setting_change_recomputes_only_affected_stages(built, corpus, tmp_path)
     result = run_build(corpus=str(corpus), out=str(out), max_invalid_frac=0.2)
     assert result.status.name == "SUCCESS", result.summary_text
     assert sorted(set(families_run(result))) == ["BuildSplits", "SessionSegments"], result.summary_text
+    # an edited annotation recomputes that session (and the aggregate) only
+    corpus2 = tmp_path / "corpus"
+    shutil.copytree(corpus, corpus2)
+    turns = corpus2 / "sessions" / "s01" / "turns.csv"
+    turns.write_text(turns.read_text().rstrip("\n").rsplit("\n", 1)[0] + "\n")  # drop the last turn
+    before = snapshot(out / "work" / "head")
+    result = run_build(corpus=str(corpus2), out=str(out), max_invalid_frac=0.2)
+    assert result.status.name == "SUCCESS", result.summary_text
+    assert sorted(families_run(result)) == ["BuildSplits", "SessionSegments"], result.summary_text
+    assert "1 SessionSegments" in result.summary_text
+    assert snapshot(out / "work" / "head") == before
 
 
 def test_person_disjoint_needs_redraw_then_holds(built, corpus, tmp_path):
