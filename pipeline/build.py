@@ -20,10 +20,19 @@ from schemas.shards import SHARD_FORMAT_VERSION
 from schemas.tables import SEGMENTS_SCHEMA, SPLITS, validate_segments
 
 from .config import BuildConfig
-from .constants import FBANK_FRAMES_PER_HEAD, HEAD_HOP_S, head_feature_columns
-from .fsutil import atomic_path, write_json_atomic
+from .constants import FBANK_FRAMES_PER_HEAD, HEAD_HOP_S, SSL_FRAMES_PER_HEAD, head_feature_columns
+from .fsutil import atomic_path, stable_hash, write_json_atomic
 from .shards import RunningStats, ShardWriter, spec_metadata
 from .splits import assign_splits
+
+
+@dataclass
+class SSLSet:
+    """One (model, mode) feature set: `tables[session_id][participant_id]` = .npy [frames, L, D]."""
+
+    name: str
+    spec: dict
+    tables: dict[str, dict[str, Path]]
 
 
 @dataclass
@@ -65,9 +74,58 @@ def _segment_arrays(seg: pd.Series, heads: dict[str, pd.DataFrame], fbanks: dict
     }
 
 
+def _ssl_arrays(seg: pd.Series, tables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    a = int(round(seg["start_s"] / HEAD_HOP_S))
+    n = int(seg["n_frames"])
+    feats = tables[seg["speaker_id"]][a * SSL_FRAMES_PER_HEAD:(a + n) * SSL_FRAMES_PER_HEAD]
+    if len(feats) != n * SSL_FRAMES_PER_HEAD:
+        raise RuntimeError(f"segment {seg['segment_id']}: SSL features of {seg['speaker_id']} end before the segment")
+    return {"ssl": np.ascontiguousarray(feats).reshape(n, SSL_FRAMES_PER_HEAD, *feats.shape[1:])}
+
+
+def write_shard_set(segments: pd.DataFrame, folder: Path, *, load_session, make_arrays, max_bytes: int,
+                    spec: dict, on_train=None) -> pd.DataFrame:
+    """Write every segment's arrays into per-split shards under `folder`; return the index.
+
+    A finished set (`_COMPLETE.json` present) is reused as is: shard sets are keyed by what they
+    contain, so adding an SSL model never rewrites the head/FBank shards or another model's shards.
+    """
+    done = folder / "_COMPLETE.json"
+    if done.is_file():
+        return pd.read_parquet(folder / "index.parquet")
+    if folder.exists():  # leftovers of a killed attempt
+        shutil.rmtree(folder)
+    index = []
+    for split in SPLITS:
+        writer = ShardWriter(folder, split, max_bytes=max_bytes, metadata=spec_metadata(spec))
+        current, tables = None, None
+        for _, seg in segments[segments["split"] == split].iterrows():
+            if seg["session_id"] != current:  # segments are sorted by session: load each once
+                current = seg["session_id"]
+                tables = load_session(current)
+            arrays = make_arrays(seg, tables)
+            name, offset = writer.add(arrays)
+            index.append({"segment_id": seg["segment_id"], "shard": name, "offset": offset})
+            if split == "train" and on_train is not None:
+                on_train(arrays)
+        writer.close()
+    table = pd.DataFrame(index, columns=["segment_id", "shard", "offset"])
+    with atomic_path(folder / "index.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    write_json_atomic(done, spec)
+    return table
+
+
+def _remove_other(folder: Path, keep: set[str]) -> None:
+    if folder.is_dir():
+        for old in folder.iterdir():
+            if old.is_dir() and old.name not in keep:
+                shutil.rmtree(old, ignore_errors=True)
+
+
 def build_dataset(sessions: list[SessionInputs], dataset_dir: str | Path, cfg: BuildConfig, *,
-                  build_id: str, redraw: bool = False) -> dict:
-    """Assign splits, write shards, segments.parquet and normalization.json; return a summary."""
+                  build_id: str, redraw: bool = False, ssl_sets: list[SSLSet] | None = None) -> dict:
+    """Assign splits, write shards, segments.parquet, normalization.json and manifest.json."""
     dataset_dir = Path(dataset_dir)
     dataset_dir.mkdir(parents=True, exist_ok=True)
     parts = [pd.read_parquet(s.segments_table) for s in sessions]
@@ -83,57 +141,69 @@ def build_dataset(sessions: list[SessionInputs], dataset_dir: str | Path, cfg: B
     segments["split"] = segments["segment_id"].map(result.segment_split)
     segments = segments[segments["split"].notna()].copy()
     segments = segments.sort_values(["session_id", "start_s", "listener_id"], kind="stable").reset_index(drop=True)
+    # Head/FBank shards are keyed by what they hold (segments, splits, per-session inputs, settings),
+    # not by the build id, so adding an SSL model reuses them untouched.
+    core_id = stable_hash([cfg.stage_version("dataset"), sorted(str(s.segments_table.name) for s in sessions),
+                           segments[["segment_id", "split", "n_frames"]].astype(str).to_numpy().tolist()], 12)
 
     head_cols = head_feature_columns(cfg.head.channels)
     spec = {"format_version": SHARD_FORMAT_VERSION, "head_columns": head_cols, "head_fps": 12.5,
             "fbank_frames_per_head": FBANK_FRAMES_PER_HEAD, "fbank_bins": cfg.audio.fbank_bins,
-            "fbank_dtype": ds.fbank_dtype, "build_id": build_id}
-    shard_root = dataset_dir / "shards" / build_id
-    if shard_root.exists():  # leftovers of a killed attempt at this same build
-        shutil.rmtree(shard_root)
+            "fbank_dtype": ds.fbank_dtype, "shard_set": core_id}
     by_session = {s.session_id: s for s in sessions}
     head_stats = RunningStats(len(head_cols))
     fbank_stats = RunningStats(cfg.audio.fbank_bins)
-    shard_col = np.empty(len(segments), dtype=object)
-    offset_col = np.zeros(len(segments), dtype=np.int64)
-    for split in SPLITS:
-        writer = ShardWriter(shard_root, split, max_bytes=ds.shard_mb << 20, metadata=spec_metadata(spec))
-        rows = np.flatnonzero(segments["split"].to_numpy() == split)
-        current, heads, fbanks = None, {}, {}
-        for i in rows:
-            seg = segments.iloc[i]
-            if seg["session_id"] != current:  # segments are sorted by session: load each once
-                current = seg["session_id"]
-                inputs = by_session[current]
-                heads = {p: pd.read_parquet(path) for p, path in inputs.head_tables.items()}
-                fbanks = {p: np.load(path, mmap_mode="r") for p, path in inputs.fbank_tables.items()}
-            arrays = _segment_arrays(seg, heads, fbanks, head_cols, ds.fbank_dtype)
-            name, offset = writer.add(arrays)
-            shard_col[i] = f"shards/{build_id}/{name}"
-            offset_col[i] = offset
-            if split == "train":
-                for role in ("listener", "speaker"):
-                    head_stats.update(arrays[f"{role}_head"][arrays[f"{role}_valid"].astype(bool)])
-                fbank_stats.update(arrays["speech_fbank"].astype(np.float32))
-        writer.close()
-    segments["shard"] = shard_col
-    segments["offset"] = offset_col
+
+    def load_core(session_id: str):
+        inputs = by_session[session_id]
+        return ({p: pd.read_parquet(path) for p, path in inputs.head_tables.items()},
+                {p: np.load(path, mmap_mode="r") for p, path in inputs.fbank_tables.items()})
+
+    def accumulate(arrays: dict[str, np.ndarray]) -> None:
+        for role in ("listener", "speaker"):
+            head_stats.update(arrays[f"{role}_head"][arrays[f"{role}_valid"].astype(bool)])
+        fbank_stats.update(arrays["speech_fbank"].astype(np.float32))
+
+    core_folder = dataset_dir / "shards" / core_id
+    reused = (core_folder / "_COMPLETE.json").is_file()
+    index = write_shard_set(
+        segments, core_folder, load_session=load_core,
+        make_arrays=lambda seg, t: _segment_arrays(seg, t[0], t[1], head_cols, ds.fbank_dtype),
+        max_bytes=ds.shard_mb << 20, spec=spec, on_train=accumulate)
+    norm_path = core_folder / "normalization.json"
+    if not reused:
+        write_json_atomic(norm_path, {"source": "train split, valid frames of listener and speaker heads",
+                                      "head_columns": head_cols, "head": head_stats.result(),
+                                      "speech_fbank": fbank_stats.result()})
+    location = index.set_index("segment_id")
+    segments["shard"] = [f"shards/{core_id}/{name}" for name in location.loc[segments["segment_id"], "shard"]]
+    segments["offset"] = location.loc[segments["segment_id"], "offset"].to_numpy(np.int64)
     segments["n_frames"] = segments["n_frames"].astype(np.int32)
     segments["invalid_frac"] = segments["invalid_frac"].astype(np.float32)
     table = validate_segments(pa.Table.from_pandas(segments[SEGMENTS_SCHEMA.names], schema=SEGMENTS_SCHEMA,
                                                    preserve_index=False))
-    normalization = {"source": "train split, valid frames of listener and speaker heads",
-                     "head_columns": head_cols, "head": head_stats.result(),
-                     "speech_fbank": fbank_stats.result()}
-    write_json_atomic(dataset_dir / "normalization.json", normalization)
+
+    manifest_ssl = {}
+    for ssl in ssl_sets or []:
+        folder = dataset_dir / "ssl" / ssl.name / core_id
+        write_shard_set(segments, folder, max_bytes=ds.shard_mb << 20, spec={**ssl.spec, "shard_set": core_id},
+                        load_session=lambda sid, ssl=ssl: {p: np.load(path, mmap_mode="r")
+                                                           for p, path in ssl.tables.get(sid, {}).items()},
+                        make_arrays=_ssl_arrays)
+        manifest_ssl[ssl.name] = {"dir": f"ssl/{ssl.name}/{core_id}", "spec": ssl.spec}
+        _remove_other(dataset_dir / "ssl" / ssl.name, {core_id})
+    _remove_other(dataset_dir / "ssl", set(manifest_ssl))
+
+    write_json_atomic(dataset_dir / "normalization.json", json.loads(norm_path.read_text()))
+    write_json_atomic(dataset_dir / "manifest.json", {"build_id": build_id, "shard_set": core_id,
+                                                      "head_columns": head_cols, "ssl": manifest_ssl})
     with atomic_path(dataset_dir / "segments.parquet") as tmp:
         pq.write_table(table, tmp)
-    for old in (dataset_dir / "shards").iterdir():  # older builds are unreferenced now
-        if old.is_dir() and old.name != build_id:
-            shutil.rmtree(old, ignore_errors=True)
+    _remove_other(dataset_dir / "shards", {core_id})  # older builds are unreferenced now
     per_split = segments.assign(dur=segments["end_s"] - segments["start_s"]).groupby("split")
     return {
         "build_id": build_id,
+        "shard_set": core_id,
         "n_segments": int(len(segments)),
         "segments_per_split": {s: int(per_split.size().get(s, 0)) for s in SPLITS},
         "hours_per_split": {s: float(per_split["dur"].sum().get(s, 0.0)) / 3600 for s in SPLITS},
@@ -142,4 +212,9 @@ def build_dataset(sessions: list[SessionInputs], dataset_dir: str | Path, cfg: B
         "excluded": result.excluded.to_dict("records") if len(result.excluded) else [],
         "split_report": result.report,
         "registry": result.registry,
+        "ssl": {name: {**m, "bytes": _folder_bytes(dataset_dir / m["dir"])} for name, m in manifest_ssl.items()},
     }
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.glob("*.safetensors"))

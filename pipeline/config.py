@@ -13,7 +13,7 @@ from .constants import STATIC_CHANNELS
 from .fsutil import stable_hash
 
 # Bump when the algorithm of a stage changes (outputs of older versions are then recomputed).
-CODE_VERSIONS = {"head": 1, "audio": 1, "session": 1, "dataset": 1}
+CODE_VERSIONS = {"head": 1, "audio": 1, "session": 1, "dataset": 1, "ssl": 1}
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,26 @@ class DatasetConfig:
 
 
 @dataclass(frozen=True)
+class SSLConfig:
+    """SSL speech features; `models` are local checkpoint dirs or HF ids (see pipeline.checkpoints)."""
+
+    models: tuple[str, ...] = ()
+    mode: str = "attention"  # none | attention (paper) | strict
+    window_s: float = 15.0  # strict: sliding causal attention window
+    chunk_s: float = 30.0  # none/attention: output frames per window
+    context_s: float = 5.0  # none/attention: audio context around each window
+    layers: tuple[int, ...] = ()  # () = every hidden state
+    dtype: str = "float16"
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
 class BuildConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +88,13 @@ class BuildConfig:
     def stage_version(self, stage: str) -> str:
         """Hash of everything that changes `stage`'s output, including upstream stages."""
         upstream = {"head": ["head"], "audio": ["audio"], "session": ["head", "audio", "session"],
-                    "dataset": ["head", "audio", "session", "dataset"]}[stage]
-        payload = {s: [CODE_VERSIONS[s], asdict(getattr(self, s))] for s in upstream}
+                    "dataset": ["head", "audio", "session", "dataset"], "ssl": ["ssl"]}[stage]
+        payload = {s: [CODE_VERSIONS[s], self._settings(s)] for s in upstream}
         return stable_hash(payload, 10)
+
+    def _settings(self, stage: str) -> dict:
+        settings = asdict(getattr(self, stage))
+        if stage == "ssl":  # which models is part of each output's key, not of the stage version;
+            settings.pop("models")  # the device does not change the definition of the features
+            settings.pop("device")
+        return settings

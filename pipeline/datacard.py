@@ -85,6 +85,39 @@ def _plots(dataset_dir: Path, segments: pd.DataFrame, talk_s: dict[str, float]) 
     _save(fig, dataset_dir / "participant_activity.png")
 
 
+SSL_MODES = {
+    "none": "bidirectional (the paper's HuBERT-NAR): every frame sees past and future audio",
+    "attention": "self-attention masked to the past (the paper's setting); the positional convolution "
+                 "still sees 64 future frames (1.28 s) and GroupNorm uses whole-recording statistics",
+    "strict": "exactly causal: sliding-window causal attention, past-only positional convolution and "
+              "cumulative GroupNorm statistics; a frame never depends on audio after its 25 ms window",
+}
+
+
+def ssl_section(summary: dict) -> str:
+    sets = summary.get("ssl") or {}
+    if not sets:
+        return ("None in this build (add `--ssl-models DIR_OR_ID[,...] --ssl-causal none|attention|strict`).")
+    hours = sum(summary["hours_per_split"].values()) or float("nan")
+    rows = ["| feature set | model | weights sha256 | mode | hidden states x dim | dtype | MB per hour | "
+            "chunked vs one pass (max abs / feature RMS) |", "|---|---|---|---|---|---|---|---|"]
+    for name, entry in sorted(sets.items()):
+        spec = entry["spec"]
+        check = (spec.get("chunking_check") or [None])[0]
+        diff = (f"{check['max_abs_diff']:.2e} / {check['feature_rms']:.2e} ({check['excerpt_s']} s, "
+                f"{check['chunk_s']} s chunks)") if check else "not measured"
+        rows.append(f"| `{name}` | {spec['model']} | {spec['weights_sha256'][:16]} | {spec['mode']} | "
+                    f"{spec.get('hidden_states')} x {spec.get('dim')} | {spec['dtype']} | "
+                    f"{entry['bytes'] / 1e6 / hours:.0f} | {diff} |")
+    modes = sorted({e["spec"]["mode"] for e in sets.values()})
+    text = "\n".join(rows) + "\n\n" + "\n".join(f"- `{m}`: {SSL_MODES[m]}." for m in modes)
+    return text + ("\n\nSpeaker SSL hidden states, 4 frames (20 ms) per head frame: the waveform is "
+                   "left-padded by 80 samples, so frames 4k..4k+3 end inside head frame k. Stored per "
+                   "(model, mode) in `ssl/<name>/`, read with `LHGDataset(..., ssl=name)`. MB per hour "
+                   "counts hours of segments. transformers " + str(next(iter(sets.values()))["spec"].get(
+                       "transformers_version")) + ".")
+
+
 def write_data_card(dataset_dir: str | Path, summary: dict) -> Path:
     dataset_dir = Path(dataset_dir)
     segments = pd.read_parquet(dataset_dir / "segments.parquet")
@@ -136,7 +169,7 @@ def write_data_card(dataset_dir: str | Path, summary: dict) -> Path:
         backchannel_max_s=cfg["session"]["backchannel_max_s"],
         max_invalid_pct=f"{100 * cfg['session']['max_invalid_frac']:g}",
         inputs_table="\n".join(inputs_rows), rejected_table=rejected_table,
-        config_json=json.dumps(cfg, indent=2), versions=_versions())
+        config_json=json.dumps(cfg, indent=2), versions=_versions(), ssl_section=ssl_section(summary))
     path = dataset_dir / "data_card.md"
     write_text_atomic(path, text)
     return path

@@ -7,6 +7,10 @@
     item["speech"]         # [T, 8, 80] speaker FBank
     item["listener_valid"], item["speaker_valid"]  # [T] bool; invalid frames are zero-filled
 
+    ds = LHGDataset("lhg_out/dataset", "train", ssl="japanese-hubert-base-1a2b3c4d5e-attention",
+                    ssl_layers=[0, 6, 12])
+    ds[0]["ssl"]           # [T, 4, L, D] speaker SSL hidden states (see manifest.json for the names)
+
 The first `context_frames` (1 s = 12.5 -> 13 frames by default, see `CONTEXT_S`) of every segment
 are context for the model and excluded from its loss; that is the trainer's business, the loader
 returns whole segments.
@@ -29,7 +33,7 @@ class LHGDataset:
     """Map-style dataset (works with torch DataLoader) over one split of a built dataset."""
 
     def __init__(self, dataset_dir: str | Path, split: str = "train", *, normalize: bool = True,
-                 as_torch: bool = True):
+                 as_torch: bool = True, ssl: str | None = None, ssl_layers: list[int] | None = None):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.dataset_dir = Path(dataset_dir)
@@ -43,18 +47,36 @@ class LHGDataset:
         self._fbank_mean = np.asarray(stats["speech_fbank"]["mean"], np.float32)
         self._fbank_std = np.asarray(stats["speech_fbank"]["std"], np.float32)
         self._handles: dict[str, Any] = {}
+        self.ssl = ssl
+        self.ssl_layers = ssl_layers
+        if ssl is not None:
+            manifest = json.loads((self.dataset_dir / "manifest.json").read_text())
+            if ssl not in manifest["ssl"]:
+                raise KeyError(f"SSL feature set {ssl!r} not in {self.dataset_dir / 'manifest.json'}; "
+                               f"available: {sorted(manifest['ssl'])}")
+            ssl_dir = manifest["ssl"][ssl]["dir"]
+            index = pd.read_parquet(self.dataset_dir / ssl_dir / "index.parquet").set_index("segment_id")
+            where = index.loc[self.segments["segment_id"]]
+            self._ssl_shard = [f"{ssl_dir}/{name}" for name in where["shard"]]
+            self._ssl_offset = where["offset"].to_numpy()
+
+    @staticmethod
+    def available_ssl(dataset_dir: str | Path) -> dict[str, dict]:
+        """SSL feature sets in a built dataset: name -> spec (model, weights hash, mode, layers, dtype)."""
+        manifest = json.loads((Path(dataset_dir) / "manifest.json").read_text())
+        return {name: entry["spec"] for name, entry in manifest["ssl"].items()}
 
     def __len__(self) -> int:
         return len(self.segments)
 
-    def _shard(self, name: str):
+    def _shard(self, name: str, expected: tuple[str, ...] | None = None):
         handle = self._handles.get(name)
         if handle is None:
             from safetensors import safe_open
 
             path = self.dataset_dir / name
             handle = safe_open(str(path), framework="numpy")
-            check_shard_tensors(list(handle.keys()), str(path))
+            check_shard_tensors(list(handle.keys()), str(path), expected)
             self._handles[name] = handle
         return handle
 
@@ -79,6 +101,13 @@ class LHGDataset:
             "listener_valid": listener_valid & np.isfinite(listener).all(1),
             "speaker_valid": speaker_valid & np.isfinite(speaker).all(1),
         }
+        if self.ssl is not None:
+            shard = self._shard(self._ssl_shard[index], ("ssl",))
+            a = int(self._ssl_offset[index])
+            feats = shard.get_slice("ssl")[a:a + int(row["n_frames"])]
+            if self.ssl_layers is not None:
+                feats = feats[:, :, self.ssl_layers]
+            item["ssl"] = feats.astype(np.float32)
         if self.as_torch:
             import torch
 

@@ -97,3 +97,62 @@ def run_audio_job(job: dict[str, Any]) -> dict[str, Any]:
                   "seconds": round(time.perf_counter() - started, 3)}
     write_json_atomic(job["out_record"], record)
     return record
+
+
+_SSL_MODELS: dict[tuple[str, str], Any] = {}
+
+
+def run_ssl_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Every hidden layer of one SSL model for one participant's audio: .npy [frames, L, D] + record.
+
+    The model is loaded once per worker process and reused across recordings. A checkpoint that
+    cannot be loaded is a configuration error, not bad input: it raises and fails the task.
+    """
+    from .audio import decode_audio
+    from .ssl import extract_ssl, limit_torch_threads, load_ssl_model
+
+    limit_threads()
+    cfg = job["config"]
+    started = time.perf_counter()
+    cache_key = (job["model_dir"], cfg["device"])
+    if cache_key not in _SSL_MODELS:
+        limit_torch_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        _SSL_MODELS[cache_key] = load_ssl_model(job["model_dir"], device=cfg["device"])
+    loaded = _SSL_MODELS[cache_key]
+    try:
+        wave = decode_audio(job["audio"], offset_s=job["offset_s"])
+    except InputError as exc:
+        record = rejected_record(job, "ssl", exc)
+    else:
+        options = {"mode": cfg["mode"], "window_s": cfg["window_s"], "context_s": cfg["context_s"],
+                   "layers": list(cfg["layers"]) or None, "dtype": cfg["dtype"]}
+        features = extract_ssl(loaded, wave, chunk_s=cfg["chunk_s"], **options)
+        with atomic_path(job["out_table"]) as tmp:
+            np.save(tmp, features)
+        check = chunking_check(loaded, wave, cfg["chunk_s"], options) if job.get("self_check") else None
+        record = {"status": "ok", "stage": "ssl", "session_id": job["session_id"],
+                  "participant_id": job["participant_id"], "table": Path(job["out_table"]).name,
+                  "shape": list(features.shape), "dtype": str(features.dtype), "model": job["model"],
+                  "model_tag": job["model_tag"], "mode": cfg["mode"], "chunking_check": check,
+                  "seconds": round(time.perf_counter() - started, 3), "worker_pid": os.getpid()}
+    write_json_atomic(job["out_record"], record)
+    return record
+
+
+def chunking_check(loaded: Any, wave: np.ndarray, chunk_s: float, options: dict, *,
+                   excerpt_s: float = 90.0) -> dict[str, float]:
+    """Measure the long-input computation against one unchunked pass on an excerpt.
+
+    `strict` must be exact (streaming with carried state); `none`/`attention` use overlapping
+    windows whose difference from one pass depends on the context. Reported in the data card.
+    """
+    from .ssl import extract_ssl
+
+    excerpt = wave[: int(excerpt_s * 16000)]
+    chunk = min(chunk_s, excerpt_s / 3)  # at least three windows over the excerpt
+    exact = {**options, "dtype": "float32"}
+    chunked = extract_ssl(loaded, excerpt, chunk_s=chunk, **exact)
+    one_pass = extract_ssl(loaded, excerpt, chunk_s=excerpt_s * 2, **exact)
+    diff = np.abs(chunked - one_pass)
+    return {"excerpt_s": round(len(excerpt) / 16000, 2), "chunk_s": chunk, "max_abs_diff": float(diff.max()),
+            "mean_abs_diff": float(diff.mean()), "feature_rms": float(np.sqrt(np.mean(one_pass**2)))}

@@ -10,6 +10,12 @@ arrays of whole segments concatenated along the frame axis (12.5 fps head frames
     speech_fbank    [F, 8, 80] float32|float16   speaker FBank, 8 frames per head frame
 
 A segment lives in exactly one shard: rows `offset .. offset + n_frames` (see segments.parquet).
+
+SSL features live in their own shard sets, one per (model, mode), so adding a model adds files and
+rewrites nothing: `<out>/dataset/ssl/<model_tag>-<mode>/<shard_set>/<split>-NNNNN.safetensors`
+with one tensor `ssl [F, 4, L, D]` (float16 by default; 4 SSL frames of 20 ms per head frame,
+L hidden states, D dims) and `index.parquet` (segment_id, shard, offset). `manifest.json` names
+the sets and their specs (model id, weights sha256, transformers version, mode, layers, dtype).
 Shard metadata (string-only in safetensors) records the feature spec as JSON under `"spec"`.
 Big tensors stay out of Parquet (GUIDE §7): safetensors files are memory-mapped and read lazily.
 """
@@ -20,7 +26,10 @@ SHARD_TENSORS = ("listener_head", "speaker_head", "listener_valid", "speaker_val
 SHARD_FORMAT_VERSION = 1
 
 
-def check_shard_tensors(names: list[str], path: str) -> None:
-    missing = [t for t in SHARD_TENSORS if t not in names]
+SSL_SHARD_TENSORS = ("ssl",)
+
+
+def check_shard_tensors(names: list[str], path: str, expected: tuple[str, ...] | None = None) -> None:
+    missing = [t for t in (expected or SHARD_TENSORS) if t not in names]
     if missing:
         raise ValueError(f"{path}: shard lacks tensor(s) {missing}; has {sorted(names)}")

@@ -19,15 +19,25 @@ from pathlib import Path
 import luigi
 import pandas as pd
 
-from pipeline.config import BuildConfig, DatasetConfig, HeadConfig, SessionConfig
+from pipeline.checkpoints import CheckpointError, model_tag, resolve_checkpoint, weight_files
+from pipeline.config import BuildConfig, DatasetConfig, HeadConfig, SessionConfig, SSLConfig
 from pipeline.corpus import FileHashCache, ParticipantEntry, discover_sessions, read_session
 from pipeline.errors import CorpusLayoutError, InputError
 from pipeline.fsutil import atomic_path, sha256_file, stable_hash, write_json_atomic
-from pipeline.jobs import run_audio_job, run_head_job
+from pipeline.jobs import run_audio_job, run_head_job, run_ssl_job
 
 from .dask_runner import run_jobs
 
 DEFAULT_OUT = "lhg_out"
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def _record(target: luigi.LocalTarget) -> dict:
@@ -96,9 +106,12 @@ class _RecordingTask(_StageTask):
                 "config": self.cfg.to_dict()[self.stage], "out_table": str(table),
                 "out_record": str(record), **self.media_fields(entry)}
 
+    def inline(self) -> bool:
+        return False
+
     def run(self):
         jobs = [self.job(k) for k in self.keys() if not Path(self._paths(k)[0]).exists()]
-        for record in run_jobs(self.job_fn, jobs):
+        for record in run_jobs(self.job_fn, jobs, inline=self.inline()):
             self.set_status_message(f"{record['session_id']}/{record['participant_id']}: {record['status']}")
 
 
@@ -114,6 +127,38 @@ class AudioFeatures(_RecordingTask):
 
     def media_fields(self, entry: ParticipantEntry) -> dict:
         return {"audio": str(entry.audio), "offset_s": entry.audio_offset_s}
+
+
+class SSLFeatures(_RecordingTask):
+    """One (recording, model, mode): batched per model and mode, so a worker loads each model once."""
+
+    stage, suffix, job_fn = "ssl", ".npy", staticmethod(run_ssl_job)
+    model = luigi.Parameter(description="checkpoint directory or HF id as given by the user")
+    model_dir = luigi.Parameter(description="resolved local checkpoint directory")
+    model_tag = luigi.Parameter(description="readable name + weights hash, part of output paths")
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        session_id, participant_id, input_hash = key.split("/")
+        folder = self.work / "ssl" / f"{self.model_tag}-{self.cfg.ssl.mode}" / session_id
+        stem = f"{participant_id}-{input_hash}-{self.cfg.stage_version('ssl')}"
+        return folder / f"{stem}.json", folder / f"{stem}{self.suffix}"
+
+    def inline(self) -> bool:
+        """A GPU is driven by this process; CPU work fans out over Dask workers."""
+        device = self.cfg.ssl.device
+        if device == "auto":
+            import torch
+
+            return torch.cuda.is_available()
+        return device.startswith("cuda")
+
+    def media_fields(self, entry: ParticipantEntry) -> dict:
+        return {"audio": str(entry.audio), "offset_s": entry.audio_offset_s, "model": self.model,
+                "model_dir": self.model_dir, "model_tag": self.model_tag}
+
+    def job(self, key: str) -> dict:
+        # the first recording of a batch also measures chunked vs one-pass features (data card)
+        return {**super().job(key), "self_check": key == self.keys()[0]}
 
 
 class SessionSegments(_StageTask):
@@ -193,11 +238,13 @@ class MakeSampleCorpus(luigi.Task):
 @dataclass
 class BuildPlan:
     sessions: list[dict] = field(default_factory=list)  # SessionSegments parameters
+    ssl_models: list[dict] = field(default_factory=list)  # model, model_dir, model_tag, weights_sha256
     rejected: list[dict] = field(default_factory=list)  # layout problems found while planning
     inputs: dict = field(default_factory=dict)  # session id -> input hashes, for the data card
 
     @property
     def fingerprint(self) -> list:
+        """Everything the segments and head/FBank shards depend on (not the SSL models)."""
         return [[s["session_id"], s["session_hash"]] for s in self.sessions] + \
             [[r["session_id"], r["reason"]] for r in self.rejected]
 
@@ -228,6 +275,14 @@ def plan_build(corpus: str, out: str, cfg: BuildConfig) -> BuildPlan:
                               "head_keys": head_keys, "audio_keys": audio_keys})
         plan.inputs[session_id] = {"participants_csv_sha256": layout_sha, "turns": spec.turns_path.name,
                                    "turns_sha256": turns_sha, "media": files}
+    for name in cfg.ssl.models:
+        try:
+            folder = resolve_checkpoint(name)
+        except CheckpointError as exc:
+            raise RuntimeError(f"--ssl-models: {exc}") from None
+        digest = stable_hash([hashes.sha256(f) for f in weight_files(folder)] + [sha256_file(folder / "config.json")], 64)
+        plan.ssl_models.append({"model": name, "model_dir": str(folder), "model_tag": model_tag(name, digest),
+                                "weights_sha256": digest})
     hashes.save()
     return plan
 
@@ -252,6 +307,15 @@ class BuildSplits(luigi.Task):
     merge_gap_s = luigi.FloatParameter(default=0.5)
     max_invalid_frac = luigi.FloatParameter(default=0.1)
     quick_sample = luigi.BoolParameter(default=False, description="smaller sample corpus (tests)")
+    ssl_models = luigi.Parameter(default="", description="comma-separated SSL checkpoint dirs or HF ids")
+    ssl_causal = luigi.ChoiceParameter(choices=["none", "attention", "strict"], default="attention",
+                                       description="none = bidirectional (paper's NAR), attention = masked "
+                                                   "self-attention (paper), strict = exactly causal")
+    ssl_window_s = luigi.FloatParameter(default=15.0, description="strict mode: causal attention window")
+    ssl_context_s = luigi.FloatParameter(default=5.0, description="none/attention: context around each window")
+    ssl_layers = luigi.Parameter(default="", description="comma-separated hidden-state indices (default all)")
+    ssl_dtype = luigi.ChoiceParameter(choices=["float16", "float32"], default="float16")
+    ssl_device = luigi.Parameter(default="auto", description="auto (GPU when present), cpu or cuda")
 
     @property
     def corpus_dir(self) -> str:
@@ -269,7 +333,11 @@ class BuildSplits(luigi.Task):
             session=SessionConfig(merge_gap_s=self.merge_gap_s, backchannel_max_s=self.backchannel_max_s,
                                   max_invalid_frac=self.max_invalid_frac),
             dataset=DatasetConfig(disjoint=self.disjoint, ratios=ratios, seed=self.seed, shard_mb=self.shard_mb,
-                                  fbank_dtype=self.fbank_dtype))
+                                  fbank_dtype=self.fbank_dtype),
+            ssl=SSLConfig(models=tuple(m.strip() for m in self.ssl_models.split(",") if m.strip()),
+                          mode=self.ssl_causal, window_s=self.ssl_window_s, context_s=self.ssl_context_s,
+                          layers=tuple(int(x) for x in self.ssl_layers.split(",") if x.strip()),
+                          dtype=self.ssl_dtype, device=self.ssl_device))
 
     def requires(self):
         return [] if self.corpus else [MakeSampleCorpus(corpus=self.corpus_dir, quick=self.quick_sample)]
@@ -278,7 +346,8 @@ class BuildSplits(luigi.Task):
         """Settings, per-session task parameters and the build id (hash of all of them)."""
         cfg = self.build_config()
         plan = plan_build(self.corpus_dir, self.out, cfg)
-        build_id = stable_hash([plan.fingerprint, cfg.stage_version("dataset"), self.redraw, self.strict], 12)
+        ssl = [[m["model_tag"], cfg.ssl.mode, cfg.stage_version("ssl")] for m in plan.ssl_models]
+        build_id = stable_hash([plan.fingerprint, cfg.stage_version("dataset"), self.redraw, self.strict, ssl], 12)
         return cfg, plan, build_id
 
     def build_id(self) -> str:
@@ -293,13 +362,18 @@ class BuildSplits(luigi.Task):
         return luigi.LocalTarget(str(Path(self.out) / "dataset" / f"build-{self._build_id}.json"))
 
     def run(self):
-        from pipeline.build import SessionInputs, build_dataset
+        from pipeline.build import SessionInputs, SSLSet, build_dataset
         from pipeline.datacard import write_data_card, write_rejected
 
         cfg, plan, build_id = self.plan()
         common = {"corpus": self.corpus_dir, "out": self.out, "config_id": save_config(self.out, cfg)}
         session_tasks = [SessionSegments(**common, **s) for s in plan.sessions]
-        yield session_tasks  # dynamic dependencies: the plan needs the corpus to exist
+        ssl_tasks = {m["model_tag"]: [SSLFeatures(**common, key=k, model=m["model"], model_dir=m["model_dir"],
+                                                  model_tag=m["model_tag"])
+                                      for s in plan.sessions for k in s["audio_keys"]]
+                     for m in plan.ssl_models}
+        # dynamic dependencies: the plan needs the corpus to exist
+        yield session_tasks + [t for ts in ssl_tasks.values() for t in ts]
 
         records, rejected = [], list(plan.rejected)
         for task in session_tasks:
@@ -312,6 +386,27 @@ class BuildSplits(luigi.Task):
                         rejected.append(sub)
             if rec["status"] == "rejected":
                 rejected.append(rec)
+        ssl_sets = []
+        for m in plan.ssl_models:
+            tables: dict[str, dict[str, Path]] = {}
+            shapes, checks = set(), []
+            for task in ssl_tasks[m["model_tag"]]:
+                target = task.output()[0]
+                rec = _record(target)
+                if rec["status"] == "ok":
+                    tables.setdefault(rec["session_id"], {})[rec["participant_id"]] = \
+                        Path(target.path).parent / rec["table"]
+                    shapes.add(tuple(rec["shape"][1:]))
+                    if rec.get("chunking_check"):
+                        checks.append(rec["chunking_check"])
+                else:
+                    rejected.append(rec)
+            n_states, dim = shapes.pop() if len(shapes) == 1 else (None, None)
+            spec = {"model": m["model"], "model_tag": m["model_tag"], "weights_sha256": m["weights_sha256"],
+                    "transformers_version": _version("transformers"), "hidden_states": n_states, "dim": dim,
+                    "frames_per_head_frame": 4, "chunking_check": checks[:1],
+                    **{k: v for k, v in cfg.to_dict()["ssl"].items() if k not in ("models", "device")}}
+            ssl_sets.append(SSLSet(f"{m['model_tag']}-{cfg.ssl.mode}", spec, tables))
         dataset_dir = Path(self.out) / "dataset"
         write_rejected(dataset_dir / "rejected.csv", rejected)
         if rejected and self.strict:
@@ -322,7 +417,7 @@ class BuildSplits(luigi.Task):
                                   {p: Path(v) for p, v in r["head_tables"].items()},
                                   {p: Path(v) for p, v in r["fbank_tables"].items()}, r["stats"])
                     for r in records if r["status"] == "ok"]
-        summary = build_dataset(sessions, dataset_dir, cfg, build_id=build_id, redraw=self.redraw)
+        summary = build_dataset(sessions, dataset_dir, cfg, build_id=build_id, redraw=self.redraw, ssl_sets=ssl_sets)
         summary.update(corpus=str(Path(self.corpus_dir).resolve()), config=cfg.to_dict(), inputs=plan.inputs,
                        sessions={r["session_id"]: r.get("stats", {}) for r in records},
                        rejected=rejected)

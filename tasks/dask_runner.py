@@ -64,9 +64,10 @@ def close_client() -> None:
         _CLIENT = None
 
 
-def run_jobs(fn: Callable[[dict], dict], jobs: list[dict[str, Any]]) -> Iterator[dict]:
-    """Yield each job's result as it finishes (inline for a single job: no cluster start-up cost)."""
-    client = get_client() if len(jobs) > 1 else None
+def run_jobs(fn: Callable[[dict], dict], jobs: list[dict[str, Any]], *, inline: bool = False) -> Iterator[dict]:
+    """Yield each job's result as it finishes (inline for a single job: no cluster start-up cost;
+    `inline` for work that owns a GPU, which one process should drive)."""
+    client = get_client() if len(jobs) > 1 and not inline else None
     if client is None:
         for job in jobs:
             yield fn(job)
