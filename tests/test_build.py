@@ -204,3 +204,58 @@ def test_person_disjoint_needs_redraw_then_holds(built, corpus, tmp_path):
                        seg[["speaker_id", "split"]].set_axis(["pid", "split"], axis=1)])
     assert (roles.groupby("pid")["split"].nunique() == 1).all()
     assert set(seg["split"]) == {"train", "valid", "test"}
+
+
+def tiny_ssl_checkpoint(folder: Path, kind: str) -> Path:
+    """A random-weight HuBERT / wav2vec 2.0 with the real frame geometry (400-sample field, 320 hop)."""
+    import torch
+    from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                  conv_dim=(32,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2),
+                  num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16, feat_extract_norm="group")
+    model = HubertModel(HubertConfig(**common)) if kind == "hubert" else Wav2Vec2Model(Wav2Vec2Config(**common))
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_ssl_features_add_models_without_rewriting(built, corpus, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    hubert = tiny_ssl_checkpoint(tmp_path / "tiny-hubert", "hubert")
+    wav2vec = tiny_ssl_checkpoint(tmp_path / "tiny-wav2vec2", "wav2vec2")
+    core_before = snapshot(out / "dataset" / "shards")
+
+    result = run_build(corpus=str(corpus), out=str(out), ssl_models=str(hubert), ssl_causal="strict")
+    assert result.status.name == "SUCCESS", result.summary_text
+    assert sorted(set(families_run(result))) == ["BuildSplits", "SSLFeatures"], result.summary_text
+    assert snapshot(out / "dataset" / "shards") == core_before  # head/FBank shards untouched
+    sets = LHGDataset.available_ssl(out / "dataset")
+    (name,) = sets
+    assert sets[name]["mode"] == "strict" and sets[name]["hidden_states"] == 3 and sets[name]["dim"] == 32
+    check = sets[name]["chunking_check"][0]
+    assert check["max_abs_diff"] <= 1e-4 * max(1.0, check["feature_rms"])  # strict chunking is exact
+    for split in ("train", "valid", "test"):
+        item = LHGDataset(out / "dataset", split, ssl=name)[0]
+        assert tuple(item["ssl"].shape) == (item["listener_head"].shape[0], 4, 3, 32)
+        assert bool(item["ssl"].abs().sum() > 0)
+    subset = LHGDataset(out / "dataset", "train", ssl=name, ssl_layers=[0, 2])[0]["ssl"]
+    assert tuple(subset.shape[2:]) == (2, 32)
+    first_ssl = snapshot(out / "dataset" / "ssl")
+    card = (out / "dataset" / "data_card.md").read_text()
+    assert name in card and "exactly causal" in card
+
+    both = f"{hubert},{wav2vec}"
+    result = run_build(corpus=str(corpus), out=str(out), ssl_models=both, ssl_causal="strict")
+    assert result.status.name == "SUCCESS", result.summary_text
+    assert sorted(set(families_run(result))) == ["BuildSplits", "SSLFeatures"], result.summary_text
+    assert "6 SSLFeatures" in result.summary_text  # only the new model's recordings
+    after = snapshot(out / "dataset" / "ssl")
+    assert all(after[k] == v for k, v in first_ssl.items())  # the first model's shards are untouched
+    assert len(LHGDataset.available_ssl(out / "dataset")) == 2
+
+    broken = tmp_path / "not-a-model"
+    broken.mkdir()
+    failed = run_build(corpus=str(corpus), out=str(out), ssl_models=str(broken))
+    assert failed.status.name != "SUCCESS"
