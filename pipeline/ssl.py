@@ -618,9 +618,8 @@ class StreamingSSL:
         self._gn = _CumGN(arch.convs[0].conv.out_channels, arch.device) if arch.group_norm else None
         dev = arch.device
         self._pos_hist = torch.zeros(arch.pos_p, arch.hidden, device=dev)
-        hd = arch.hidden // arch.num_heads
-        empty = torch.zeros(1, arch.num_heads, 0, hd, device=dev)
-        self._kv = [(empty, empty) for _ in arch.layers]
+        self._kv: list = [(None, None, 0) for _ in arch.layers]  # per layer: key buf, value buf, length
+        self._mask_memo: dict = {}
 
     def _ready_frames(self) -> int:
         """Frames in whole head frames whose samples are all in the buffer."""
@@ -684,28 +683,58 @@ class StreamingSSL:
         self.frames_done += n
         return hs
 
+    def _append_kv(self, i: int, k: Any, v: Any) -> tuple[Any, Any, int]:
+        """Append new keys/values to layer i's buffer; return views [past..new] and the past count.
+
+        The buffer has spare room, so small pushes write in place and the last W-1 frames are moved to
+        the front only when it is full (amortised O(pushed frames), not O(W) copies per push).
+        """
+        import torch
+
+        buf_k, buf_v, length = self._kv[i]
+        n, w = k.shape[2], self.window
+        if buf_k is None or length + n > buf_k.shape[2] or buf_k.dtype != k.dtype:
+            keep = min(length, w - 1)
+            cap = keep + max(n, w)
+            new_k = torch.empty(*k.shape[:2], cap, k.shape[3], dtype=k.dtype, device=k.device)
+            new_v = torch.empty_like(new_k)
+            if keep:
+                new_k[:, :, :keep] = buf_k[:, :, length - keep : length]
+                new_v[:, :, :keep] = buf_v[:, :, length - keep : length]
+            buf_k, buf_v, length = new_k, new_v, keep
+        buf_k[:, :, length : length + n] = k
+        buf_v[:, :, length : length + n] = v
+        start = max(0, length - (w - 1))
+        self._kv[i] = (buf_k, buf_v, length + n)
+        return buf_k[:, :, start : length + n], buf_v[:, :, start : length + n], length - start
+
+    def _masks(self, c: int, n: int, device: Any) -> list:
+        """Sliding-window causal masks per query block (identical for every layer: computed once)."""
+        import torch
+
+        key = (c, n)
+        if key not in self._mask_memo:
+            w, out = self.window, []
+            for i0 in range(0, n, self.query_block):
+                i1 = min(n, i0 + self.query_block)
+                k0, k1 = max(0, i0 + c - w + 1), i1 + c
+                qi = torch.arange(i0 + c, i1 + c, device=device)[:, None]
+                ki = torch.arange(k0, k1, device=device)[None, :]
+                out.append((i0, i1, k0, k1, (ki <= qi) & (ki > qi - w)))
+            self._mask_memo = {key: out}
+        return self._mask_memo[key]
+
     def _attend(self, i: int, q: Any, k: Any, v: Any, scale: float) -> Any:
         """Sliding-window causal attention against this layer's key/value cache; updates the cache."""
         import torch
 
-        ck, cv = self._kv[i]
-        kk = torch.cat([ck.to(k.dtype), k], 2)
-        vv = torch.cat([cv.to(v.dtype), v], 2)
-        c, n, w = ck.shape[2], q.shape[2], self.window
-        outs = []
-        for i0 in range(0, n, self.query_block):
-            i1 = min(n, i0 + self.query_block)
-            k0, k1 = max(0, i0 + c - w + 1), i1 + c
-            qi = torch.arange(i0 + c, i1 + c, device=q.device)[:, None]
-            ki = torch.arange(k0, k1, device=q.device)[None, :]
-            mask = (ki <= qi) & (ki > qi - w)
-            outs.append(
-                torch.nn.functional.scaled_dot_product_attention(
-                    q[:, :, i0:i1], kk[:, :, k0:k1], vv[:, :, k0:k1], attn_mask=mask, scale=scale
-                )
+        kk, vv, c = self._append_kv(i, k, v)
+        outs = [
+            torch.nn.functional.scaled_dot_product_attention(
+                q[:, :, i0:i1], kk[:, :, k0:k1], vv[:, :, k0:k1], attn_mask=mask, scale=scale
             )
-        start = max(0, kk.shape[2] - (w - 1))
-        self._kv[i] = (kk[:, :, start:].clone(), vv[:, :, start:].clone())
+            for i0, i1, k0, k1, mask in self._masks(c, q.shape[2], q.device)
+        ]
         return torch.cat(outs, 2) if len(outs) > 1 else outs[0]
 
 
