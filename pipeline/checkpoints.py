@@ -8,13 +8,17 @@ re-downloaded or fine-tuned checkpoint under the same name never reuses stale fe
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Callable
 from pathlib import Path
+
+from .fsutil import sha256_file
 
 WEIGHT_PATTERNS = ("model.safetensors", "model-*.safetensors", "pytorch_model.bin", "pytorch_model-*.bin")
 
 
-class CheckpointError(Exception):
+class CheckpointError(Exception):  # noqa: N818 - reads better at the call sites
     """An SSL checkpoint cannot be found or is incomplete; the message names the path or id."""
 
 
@@ -48,6 +52,12 @@ def weight_files(folder: Path) -> list[Path]:
         if found:
             return found
     return []
+
+
+def checkpoint_sha256(folder: Path, hasher: Callable[[Path], str] = sha256_file) -> str:
+    """Content hash of a checkpoint: its config.json and every weight file (name and sha256)."""
+    files = [folder / "config.json", *weight_files(folder)]
+    return hashlib.sha256("".join(f"{f.name} {hasher(f)}\n" for f in files).encode()).hexdigest()
 
 
 def model_tag(name_or_path: str, weights_sha256: str) -> str:

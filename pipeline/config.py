@@ -59,7 +59,8 @@ class SSLConfig:
     chunk_s: float = 30.0  # none/attention: output frames per window
     context_s: float = 5.0  # none/attention: audio context around each window
     layers: tuple[int, ...] = ()  # () = every hidden state
-    dtype: str = "float16"
+    dtype: str = "float16"  # float16 | float32 | bfloat16 (stored as uint16 bit patterns)
+    autocast: str = ""  # "" | bfloat16 | float16: mixed precision on GPU (changes values: in the key)
     device: str = "auto"
 
 

@@ -88,7 +88,7 @@ def _plots(dataset_dir: Path, segments: pd.DataFrame, talk_s: dict[str, float]) 
 SSL_MODES = {
     "none": "bidirectional (the paper's HuBERT-NAR): every frame sees past and future audio",
     "attention": "self-attention masked to the past (the paper's setting); the positional convolution "
-                 "still sees 64 future frames (1.28 s) and GroupNorm uses whole-recording statistics",
+                 "still sees 63 future frames (1.26 s) and GroupNorm uses whole-recording statistics",
     "strict": "exactly causal: sliding-window causal attention, past-only positional convolution and "
               "cumulative GroupNorm statistics; a frame never depends on audio after its 25 ms window",
 }

@@ -55,6 +55,7 @@ class LHGDataset:
                 raise KeyError(f"SSL feature set {ssl!r} not in {self.dataset_dir / 'manifest.json'}; "
                                f"available: {sorted(manifest['ssl'])}")
             ssl_dir = manifest["ssl"][ssl]["dir"]
+            self._ssl_bf16 = manifest["ssl"][ssl]["spec"]["dtype"] == "bfloat16"
             index = pd.read_parquet(self.dataset_dir / ssl_dir / "index.parquet").set_index("segment_id")
             where = index.loc[self.segments["segment_id"]]
             self._ssl_shard = [f"{ssl_dir}/{name}" for name in where["shard"]]
@@ -107,7 +108,12 @@ class LHGDataset:
             feats = shard.get_slice("ssl")[a:a + int(row["n_frames"])]
             if self.ssl_layers is not None:
                 feats = feats[:, :, self.ssl_layers]
-            item["ssl"] = feats.astype(np.float32)
+            if self._ssl_bf16:
+                from .ssl import bf16_to_float32
+
+                item["ssl"] = bf16_to_float32(feats)
+            else:
+                item["ssl"] = feats.astype(np.float32)
         if self.as_torch:
             import torch
 

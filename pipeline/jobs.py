@@ -109,7 +109,7 @@ def run_ssl_job(job: dict[str, Any]) -> dict[str, Any]:
     cannot be loaded is a configuration error, not bad input: it raises and fails the task.
     """
     from .audio import decode_audio
-    from .ssl import extract_ssl, limit_torch_threads, load_ssl_model
+    from .ssl import iter_ssl, limit_torch_threads, load_ssl_model, ssl_num_frames, storage_dtype
 
     limit_threads()
     cfg = job["config"]
@@ -125,14 +125,26 @@ def run_ssl_job(job: dict[str, Any]) -> dict[str, Any]:
         record = rejected_record(job, "ssl", exc)
     else:
         options = {"mode": cfg["mode"], "window_s": cfg["window_s"], "context_s": cfg["context_s"],
-                   "layers": list(cfg["layers"]) or None, "dtype": cfg["dtype"]}
-        features = extract_ssl(loaded, wave, chunk_s=cfg["chunk_s"], **options)
-        with atomic_path(job["out_table"]) as tmp:
-            np.save(tmp, features)
+                   "layers": list(cfg["layers"]) or None, "dtype": cfg["dtype"],
+                   "autocast": cfg.get("autocast") or None}
+        n_states = len(cfg["layers"]) or loaded.num_hidden_states
+        shape = (ssl_num_frames(len(wave)), n_states, loaded.hidden_size)
+        # Stream blocks into the .npy with plain writes: an hour is ~3.6 GB of fp16 features, which
+        # must never sit in RAM (a writable memmap would keep its dirty pages resident).
+        dtype = np.dtype(storage_dtype(cfg["dtype"]))
+        with atomic_path(job["out_table"]) as tmp, open(tmp, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                     "fortran_order": False, "shape": shape})
+            written = 0
+            for block in iter_ssl(loaded, wave, chunk_s=cfg["chunk_s"], **options):
+                f.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
+                written += len(block)
+            if written != shape[0]:
+                raise RuntimeError(f"{job['audio']}: SSL produced {written} frames, expected {shape[0]}")
         check = chunking_check(loaded, wave, cfg["chunk_s"], options) if job.get("self_check") else None
         record = {"status": "ok", "stage": "ssl", "session_id": job["session_id"],
                   "participant_id": job["participant_id"], "table": Path(job["out_table"]).name,
-                  "shape": list(features.shape), "dtype": str(features.dtype), "model": job["model"],
+                  "shape": list(shape), "dtype": cfg["dtype"], "model": job["model"],
                   "model_tag": job["model_tag"], "mode": cfg["mode"], "chunking_check": check,
                   "seconds": round(time.perf_counter() - started, 3), "worker_pid": os.getpid()}
     write_json_atomic(job["out_record"], record)
@@ -150,7 +162,7 @@ def chunking_check(loaded: Any, wave: np.ndarray, chunk_s: float, options: dict,
 
     excerpt = wave[: int(excerpt_s * 16000)]
     chunk = min(chunk_s, excerpt_s / 3)  # at least three windows over the excerpt
-    exact = {**options, "dtype": "float32"}
+    exact = {**options, "dtype": "float32", "autocast": None}
     chunked = extract_ssl(loaded, excerpt, chunk_s=chunk, **exact)
     one_pass = extract_ssl(loaded, excerpt, chunk_s=excerpt_s * 2, **exact)
     diff = np.abs(chunked - one_pass)

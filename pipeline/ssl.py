@@ -64,16 +64,15 @@ WavLM (relative position bias) supports only mode ``none``, through its own enco
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline.checkpoints import CheckpointError, checkpoint_sha256, resolve_checkpoint, weight_files
 from pipeline.constants import HEAD_HOP_SAMPLES, SAMPLE_RATE, SSL_FRAMES_PER_HEAD
 
 SSL_FPS = SAMPLE_RATE * SSL_FRAMES_PER_HEAD // HEAD_HOP_SAMPLES  # 50
@@ -82,14 +81,10 @@ MODES = ("none", "attention", "strict")
 DTYPES = ("float16", "bfloat16", "float32")
 SPEC_VERSION = "ssl-v1"
 
-_WEIGHT_PATTERNS = (
-    ("model.safetensors", "model-*.safetensors"),
-    ("pytorch_model.bin", "pytorch_model-*.bin"),
-)
 _MODEL_CLASSES = {"hubert": "HubertModel", "wav2vec2": "Wav2Vec2Model", "wavlm": "WavLMModel"}
 
 
-class SSLModelError(Exception):
+class SSLModelError(CheckpointError):
     """The SSL model cannot be loaded; the message names the path/id and what was expected."""
 
 
@@ -139,32 +134,6 @@ def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
     return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _weight_files(directory: Path) -> tuple[list[Path], bool]:
-    """Weight files that from_pretrained will read, safetensors first (never unpickle if they exist)."""
-    for safe, patterns in zip((True, False), _WEIGHT_PATTERNS, strict=True):
-        files = sorted({p for pat in patterns for p in directory.glob(pat)})
-        if files:
-            return files, safe
-    return [], False
-
-
-def _resolve(name_or_path: str) -> Path:
-    p = Path(name_or_path).expanduser()
-    if p.is_dir():
-        return p
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(repo_id=name_or_path, local_files_only=True))
-
-
 def _select_device(device: str | None) -> str:
     import torch
 
@@ -183,14 +152,10 @@ def load_ssl_model(name_or_path: str, *, device: str | None = None) -> LoadedSSL
         "model.safetensors / pytorch_model.bin weights of a HuBERT, wav2vec2 or WavLM model"
     )
     try:
-        directory = _resolve(name_or_path)
-    except Exception as e:  # noqa: BLE001 - any resolution failure is the same user error
-        raise SSLModelError(f"{name_or_path}: cannot find the model ({type(e).__name__}); {expected}") from e
-    if not (directory / "config.json").is_file():
-        raise SSLModelError(f"{name_or_path}: no config.json in {directory}; {expected}")
-    files, safe = _weight_files(directory)
-    if not files:
-        raise SSLModelError(f"{name_or_path}: no weight files in {directory}; {expected}")
+        directory = resolve_checkpoint(name_or_path)
+    except CheckpointError as e:
+        raise SSLModelError(f"{e}; {expected}") from None
+    safe = weight_files(directory)[0].suffix == ".safetensors"
     try:
         import torch
         import transformers
@@ -209,10 +174,7 @@ def load_ssl_model(name_or_path: str, *, device: str | None = None) -> LoadedSSL
         raise SSLModelError(f"{name_or_path}: failed to load ({type(e).__name__}: {e}); {expected}") from e
     dev = _select_device(device)
     model.to(dev).eval().requires_grad_(False)
-    if len(files) == 1:
-        sha = _sha256_file(files[0])
-    else:  # sharded: hash of "name sha" lines, so it still changes whenever any shard does
-        sha = hashlib.sha256("".join(f"{f.name} {_sha256_file(f)}\n" for f in files).encode()).hexdigest()
+    sha = checkpoint_sha256(directory)
     loaded = LoadedSSL(
         model=model,
         config=config,
@@ -645,7 +607,7 @@ class StreamingSSL:
         import torch
 
         if not blocks:
-            return np.zeros((0, len(self.keep), self.arch.hidden), dtype=_np_dtype(self.dtype))
+            return np.zeros((0, len(self.keep), self.arch.hidden), dtype=storage_dtype(self.dtype))
         return _to_numpy(torch.cat(blocks, 0) if len(blocks) > 1 else blocks[0], self.dtype)
 
     def _process(self, min_frames: int) -> list:
@@ -741,7 +703,8 @@ class StreamingSSL:
 # ------------------------------------------------------------------------------------------ entry points
 
 
-def _np_dtype(dtype: str) -> Any:
+def storage_dtype(dtype: str) -> Any:
+    """The numpy dtype holding `dtype` ("bfloat16" is kept as its uint16 bit patterns)."""
     return {"float16": np.float16, "float32": np.float32, "bfloat16": np.uint16}[dtype]
 
 
@@ -860,7 +823,7 @@ def extract_ssl(
     """SSL hidden states [4*floor(N/1280), L, D] of a 16 kHz mono recording (modes: module docstring)."""
     keep = _layer_list(loaded, layers)
     n_out = ssl_num_frames(np.asarray(wave).shape[-1])
-    out = np.empty((n_out, len(keep), loaded.hidden_size), dtype=_np_dtype(dtype))
+    out = np.empty((n_out, len(keep), loaded.hidden_size), dtype=storage_dtype(dtype))
     pos = 0
     for block in iter_ssl(
         loaded,

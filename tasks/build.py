@@ -19,7 +19,7 @@ from pathlib import Path
 import luigi
 import pandas as pd
 
-from pipeline.checkpoints import CheckpointError, model_tag, resolve_checkpoint, weight_files
+from pipeline.checkpoints import CheckpointError, checkpoint_sha256, model_tag, resolve_checkpoint
 from pipeline.config import BuildConfig, DatasetConfig, HeadConfig, SessionConfig, SSLConfig
 from pipeline.corpus import FileHashCache, ParticipantEntry, discover_sessions, read_session
 from pipeline.errors import CorpusLayoutError, InputError
@@ -280,7 +280,7 @@ def plan_build(corpus: str, out: str, cfg: BuildConfig) -> BuildPlan:
             folder = resolve_checkpoint(name)
         except CheckpointError as exc:
             raise RuntimeError(f"--ssl-models: {exc}") from None
-        digest = stable_hash([hashes.sha256(f) for f in weight_files(folder)] + [sha256_file(folder / "config.json")], 64)
+        digest = checkpoint_sha256(folder, hasher=hashes.sha256)
         plan.ssl_models.append({"model": name, "model_dir": str(folder), "model_tag": model_tag(name, digest),
                                 "weights_sha256": digest})
     hashes.save()
@@ -314,7 +314,9 @@ class BuildSplits(luigi.Task):
     ssl_window_s = luigi.FloatParameter(default=15.0, description="strict mode: causal attention window")
     ssl_context_s = luigi.FloatParameter(default=5.0, description="none/attention: context around each window")
     ssl_layers = luigi.Parameter(default="", description="comma-separated hidden-state indices (default all)")
-    ssl_dtype = luigi.ChoiceParameter(choices=["float16", "float32"], default="float16")
+    ssl_dtype = luigi.ChoiceParameter(choices=["float16", "float32", "bfloat16"], default="float16")
+    ssl_autocast = luigi.ChoiceParameter(choices=["", "bfloat16", "float16"], default="",
+                                         description="mixed precision for the SSL forward (GPU)")
     ssl_device = luigi.Parameter(default="auto", description="auto (GPU when present), cpu or cuda")
 
     @property
@@ -337,7 +339,7 @@ class BuildSplits(luigi.Task):
             ssl=SSLConfig(models=tuple(m.strip() for m in self.ssl_models.split(",") if m.strip()),
                           mode=self.ssl_causal, window_s=self.ssl_window_s, context_s=self.ssl_context_s,
                           layers=tuple(int(x) for x in self.ssl_layers.split(",") if x.strip()),
-                          dtype=self.ssl_dtype, device=self.ssl_device))
+                          dtype=self.ssl_dtype, autocast=self.ssl_autocast, device=self.ssl_device))
 
     def requires(self):
         return [] if self.corpus else [MakeSampleCorpus(corpus=self.corpus_dir, quick=self.quick_sample)]

@@ -21,6 +21,7 @@ from pipeline.constants import HEAD_DIM
 from pipeline.dataset import LHGDataset
 from schemas.tables import SEGMENTS_SCHEMA
 from tasks import BuildSplits
+from tasks.build import plan_build
 from tasks.dask_runner import close_client
 
 REPO = Path(__file__).resolve().parents[1]
@@ -259,3 +260,6 @@ def test_ssl_features_add_models_without_rewriting(built, corpus, tmp_path):
     broken.mkdir()
     failed = run_build(corpus=str(corpus), out=str(out), ssl_models=str(broken))
     assert failed.status.name != "SUCCESS"
+    with pytest.raises(RuntimeError, match=r"not-a-model: no config.json"):
+        plan_build(str(corpus), str(out), BuildSplits(corpus=str(corpus), out=str(out),
+                                                      ssl_models=str(broken)).build_config())

@@ -365,8 +365,10 @@ def test_load_metadata_and_spec(models, model_dirs):
     assert loaded.num_hidden_states == 3 and loaded.hidden_size == 32 and loaded.device == "cpu"
     assert loaded.model_id == model_dirs["hubert-base"]
     assert loaded.transformers_version == transformers.__version__
-    weights = Path(model_dirs["hubert-base"]) / "model.safetensors"
-    assert loaded.weights_sha256 == hashlib.sha256(weights.read_bytes()).hexdigest()
+    folder = Path(model_dirs["hubert-base"])
+    lines = "".join(f"{name} {hashlib.sha256((folder / name).read_bytes()).hexdigest()}\n"
+                    for name in ("config.json", "model.safetensors"))  # config and weights, by content
+    assert loaded.weights_sha256 == hashlib.sha256(lines.encode()).hexdigest()
     assert not loaded.model.training
     s1 = ssl_spec(loaded, "strict")
     assert s1["weights_sha256"] == loaded.weights_sha256 and s1["window_frames"] == 750
