@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .constants import HEAD_HOP_S
 from .errors import InputError
 from .fsutil import atomic_path, write_json_atomic
 
@@ -70,7 +71,7 @@ def run_head_job(job: dict[str, Any]) -> dict[str, Any]:
         n = len(table)
         record = {"status": "ok", "stage": "head", "session_id": job["session_id"],
                   "participant_id": job["participant_id"], "table": Path(job["out_table"]).name,
-                  "n_frames": n, "duration_s": n * 0.08,
+                  "n_frames": n, "duration_s": n * HEAD_HOP_S,
                   "detected_frac": float(table["detected"].mean()) if n else 0.0,
                   "valid_frac": float(table["valid"].mean()) if n else 0.0,
                   "seconds": round(time.perf_counter() - started, 3), "worker_pid": os.getpid()}

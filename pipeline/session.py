@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .config import SessionConfig
-from .constants import FBANK_FRAMES_PER_HEAD
+from .constants import FBANK_FRAMES_PER_HEAD, HEAD_HOP_S
 from .segments import cut_listener_segments, drop_invalid_segments
 from .turns import derive_floor, find_backchannels, read_turns
 
@@ -35,7 +35,7 @@ def build_session_segments(session_id: str, turns_path: str | Path, all_particip
     """
     participant_ids = sorted(head_tables)
     everyone = sorted(all_participant_ids)
-    duration_s = max(float(len(t)) * 0.08 for t in head_tables.values())
+    duration_s = max(float(len(t)) * HEAD_HOP_S for t in head_tables.values())
     turns = read_turns(turns_path, participant_ids=everyone, duration_s=duration_s)
     floor = derive_floor(turns, everyone, merge_gap_s=cfg.merge_gap_s, backchannel_max_s=cfg.backchannel_max_s)
     backchannels = find_backchannels(turns, floor, merge_gap_s=cfg.merge_gap_s,
@@ -45,7 +45,7 @@ def build_session_segments(session_id: str, turns_path: str | Path, all_particip
     usable = cut["listener_id"].isin(participant_ids) & cut["speaker_id"].isin(participant_ids)
     dropped_parts = [cut[~usable].assign(reason="participant media quarantined")]
     cut = cut[usable]
-    end_frame = np.round(cut["end_s"].to_numpy() / 0.08).astype(int)
+    end_frame = np.round(cut["end_s"].to_numpy() / HEAD_HOP_S).astype(int)
     has_audio = np.array([fbank_frames.get(s, 0) >= e * FBANK_FRAMES_PER_HEAD
                           for s, e in zip(cut["speaker_id"], end_frame, strict=True)], dtype=bool)
     dropped_parts.append(cut[~has_audio].assign(reason="speaker audio shorter than segment"))

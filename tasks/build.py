@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import luigi
+import numpy as np
 import pandas as pd
 
 from pipeline.checkpoints import CheckpointError, checkpoint_sha256, model_tag, resolve_checkpoint
@@ -176,19 +177,20 @@ class SessionSegments(_StageTask):
         name = f"{self.session_id}-{self.session_hash}-{self.cfg.stage_version('session')}.json"
         return luigi.LocalTarget(str(self.work / "sessions" / name))
 
+    def _usable_tables(self, stage: str) -> dict[str, str]:
+        """participant id -> data file of the recordings of `stage` that were not quarantined."""
+        tables = {}
+        for target in (t for group in self.input()[stage] for t in group):
+            rec = _record(target)
+            if rec["status"] == "ok":
+                tables[rec["participant_id"]] = str(Path(target.path).parent / rec["table"])
+        return tables
+
     def run(self):
         from pipeline.session import build_session_segments
 
         spec = read_session(self.corpus, self.session_id)
-        heads, fbanks, head_paths, fbank_paths = {}, {}, {}, {}
-        for target in (t for group in self.input()["head"] for t in group):
-            rec = _record(target)
-            if rec["status"] == "ok":
-                head_paths[rec["participant_id"]] = str(Path(target.path).parent / rec["table"])
-        for target in (t for group in self.input()["audio"] for t in group):
-            rec = _record(target)
-            if rec["status"] == "ok":
-                fbank_paths[rec["participant_id"]] = str(Path(target.path).parent / rec["table"])
+        head_paths, fbank_paths = self._usable_tables("head"), self._usable_tables("audio")
         usable = sorted(set(head_paths) & set(fbank_paths))
         record = {"session_id": self.session_id, "head_tables": {p: head_paths[p] for p in usable},
                   "fbank_tables": {p: fbank_paths[p] for p in usable}}
@@ -197,8 +199,6 @@ class SessionSegments(_StageTask):
                           where="", reason=f"fewer than two participants with usable video and audio "
                                            f"(usable: {usable or 'none'})")
         else:
-            import numpy as np
-
             heads = {p: pd.read_parquet(head_paths[p]) for p in usable}
             fbanks = {p: int(np.load(fbank_paths[p], mmap_mode="r").shape[0]) for p in usable}
             try:
