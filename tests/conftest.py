@@ -35,3 +35,25 @@ def grace_hopper_bgr() -> np.ndarray:
     image = cv2.imread(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)), cv2.IMREAD_COLOR)
     assert image is not None
     return image
+
+
+@pytest.fixture(scope="session")
+def sample_corpus(tmp_path_factory) -> Path:
+    """The embedded sample corpus in quick mode (3 sessions x 40 s, 6 participants), built once."""
+    from pipeline.sample_corpus import make_sample_corpus
+
+    path = tmp_path_factory.mktemp("corpus")
+    make_sample_corpus(path, quick=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def built_dataset(sample_corpus, tmp_path_factory) -> Path:
+    """BuildSplits output for the sample corpus (real Luigi, Dask, MediaPipe, ffmpeg). Read-only:
+    tests that change it work on a copy."""
+    from .helpers import run_build
+
+    out = tmp_path_factory.mktemp("out")
+    result = run_build(corpus=str(sample_corpus), out=str(out))
+    assert result.status.name == "SUCCESS", result.summary_text
+    return out

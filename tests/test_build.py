@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import luigi
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,44 +21,20 @@ from pipeline.dataset import LHGDataset
 from schemas.tables import SEGMENTS_SCHEMA
 from tasks import BuildSplits
 from tasks.build import plan_build
-from tasks.dask_runner import close_client
+
+from .helpers import families_run, run_build, snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    from pipeline.sample_corpus import make_sample_corpus
-
-    path = tmp_path_factory.mktemp("corpus")
-    make_sample_corpus(path, quick=True)
-    return path
-
-
-def run_build(**params) -> luigi.execution_summary.LuigiRunResult:
-    result = luigi.build([BuildSplits(**params)], local_scheduler=True, detailed_summary=True, log_level="WARNING")
-    close_client()
-    return result
-
-
-def families_run(result) -> list[str]:
-    text = result.summary_text
-    if "ran successfully" not in text:
-        return []
-    block = text.split("ran successfully:")[1].split("\n\n")[0]
-    return [line.strip().lstrip("- ").split("(")[0].split(" ")[-1] for line in block.splitlines()[1:] if line.strip()]
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+def corpus(sample_corpus) -> Path:
+    return sample_corpus
 
 
 @pytest.fixture(scope="module")
-def built(corpus, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("out")
-    result = run_build(corpus=str(corpus), out=str(out))
-    assert result.status.name == "SUCCESS", result.summary_text
-    return out
+def built(built_dataset) -> Path:
+    return built_dataset
 
 
 def test_dataset_contract(built, corpus):

@@ -1,0 +1,266 @@
+"""Training the listener head model on the dataset shards (teacher forcing, paper settings).
+
+Paper (IV): Huber loss, AdamW (lr 5e-6, weight decay 1e-2), cosine annealing, 100 epochs, batch
+45; the first 1 s of every segment is context (model input, no loss). We use 12 frames (0.96 s) of
+context: 12.5 frames is not a whole number, and 12 + 125 evaluation frames = 137 = the longest
+segment (10.96 s). Padding and invalid target frames are masked out of the loss.
+
+Resumable: after every epoch `last/` holds the weights (safetensors + JSON) and `train_state.pt`
+(optimizer, scheduler, RNG, epoch; loaded with `weights_only=True`, no arbitrary unpickling). A
+killed run restarted with the same settings continues and ends with the same weights as an
+uninterrupted run (CPU, fixed seed).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .fsutil import atomic_path, write_json_atomic, write_text_atomic
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: str = "lstm_transformer"  # or "transformer" (the paper's baseline)
+    speech: str = "fbank"  # fbank | ssl_concat | ssl_wa
+    ssl_set: str = ""  # feature set name (LHGDataset.available_ssl) for ssl_* speech
+    ssl_layers: tuple[int, ...] = ()  # () = all stored hidden states
+    n_blocks: int = 20
+    width: int = 1280
+    n_heads: int = 16
+    dropout: float = 0.1
+    epochs: int = 100
+    batch_size: int = 45
+    lr: float = 5e-6
+    weight_decay: float = 1e-2
+    huber_delta: float = 1.0
+    context_frames: int = 12
+    seed: int = 0
+    device: str = "auto"
+    amp: str = ""  # "" | bfloat16 | float16 (CUDA mixed precision)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        data = dict(data)
+        data["ssl_layers"] = tuple(data.get("ssl_layers", ()))
+        return cls(**data)
+
+
+PRESETS = {
+    "paper": TrainConfig(),
+    # trains on the embedded sample corpus on CPU in a few minutes
+    "tiny": TrainConfig(n_blocks=2, width=64, n_heads=4, dropout=0.0, epochs=40, batch_size=8, lr=2e-3),
+}
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def collate(items: list[dict]) -> dict:
+    """Pad a list of segments to the longest; `frame_mask` marks real frames."""
+    import torch
+
+    longest = max(int(it["listener_head"].shape[0]) for it in items)
+    batch: dict[str, Any] = {"segment_id": [it["segment_id"] for it in items]}
+    for key in ("listener_head", "speaker_head", "speech", "ssl", "listener_valid"):
+        if key not in items[0]:
+            continue
+        tensors = [it[key] for it in items]
+        shape = (len(items), longest, *tensors[0].shape[1:])
+        out = torch.zeros(shape, dtype=tensors[0].dtype)
+        for i, t in enumerate(tensors):
+            out[i, : t.shape[0]] = t
+        batch[key] = out
+    mask = torch.zeros(len(items), longest, dtype=torch.bool)
+    for i, it in enumerate(items):
+        mask[i, : it["listener_head"].shape[0]] = True
+    batch["frame_mask"] = mask
+    return batch
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _speech(batch: dict, cfg: TrainConfig):
+    return batch["speech"] if cfg.speech == "fbank" else batch["ssl"]
+
+
+def model_config_for(cfg: TrainConfig, sample: dict):
+    from .model import ModelConfig
+
+    speech = _speech(sample, cfg)
+    if cfg.speech == "fbank":
+        extra = {"speech_frames": int(speech.shape[-2]), "speech_bins": int(speech.shape[-1])}
+    else:
+        extra = {"speech_frames": int(speech.shape[-3]), "ssl_layers": int(speech.shape[-2]),
+                 "ssl_dim": int(speech.shape[-1])}
+    return ModelConfig(arch=cfg.arch, n_blocks=cfg.n_blocks, width=cfg.width, n_heads=cfg.n_heads,
+                       dropout=cfg.dropout, speech=cfg.speech, **extra)
+
+
+def open_split(dataset_dir: str | Path, split: str, cfg: TrainConfig):
+    from .dataset import LHGDataset
+
+    return LHGDataset(dataset_dir, split, ssl=cfg.ssl_set or None,
+                      ssl_layers=list(cfg.ssl_layers) or None) if cfg.speech != "fbank" else \
+        LHGDataset(dataset_dir, split)
+
+
+def batch_loss(model, batch: dict, cfg: TrainConfig, device):
+    from .model import masked_huber_loss, target_frames
+
+    listener = batch["listener_head"].to(device)
+    valid = (batch["listener_valid"] & batch["frame_mask"]).to(device)
+    pred = model(_speech(batch, cfg).to(device), batch["speaker_head"].to(device), listener)
+    targets, mask = target_frames(listener, valid, out_frames=pred.shape[-2])
+    return masked_huber_loss(pred, targets, mask, context_frames=cfg.context_frames, delta=cfg.huber_delta)
+
+
+def evaluate_loss(model, loader, cfg: TrainConfig, device) -> float:
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in loader:
+            total += float(batch_loss(model, batch, cfg, device)) * len(batch["segment_id"])
+            count += len(batch["segment_id"])
+    return total / max(count, 1)
+
+
+def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, stop_after_epochs: int | None = None,
+          progress: bool = True) -> dict:
+    """Train (or resume) into `run_dir`; return the summary also written to `run_dir/summary.json`.
+
+    `stop_after_epochs` ends the process early as a kill would (for resume tests).
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    from .model import LHGModel, load_checkpoint, save_checkpoint
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = _device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    train_set, valid_set = open_split(dataset_dir, "train", cfg), open_split(dataset_dir, "valid", cfg)
+    if len(train_set) == 0:
+        raise RuntimeError(f"{dataset_dir}: the train split is empty")
+    model_cfg = model_config_for(cfg, collate([train_set[0]]))
+    normalization = json.loads((Path(dataset_dir) / "normalization.json").read_text())
+    extra = {"train": cfg.to_dict(), "normalization": normalization,
+             "dataset": str(Path(dataset_dir).resolve())}
+    state_path = run_dir / "last" / "train_state.pt"
+    start_epoch, best_val, history = 0, math.inf, []
+    if state_path.is_file():
+        model, saved = load_checkpoint(run_dir / "last")
+        if TrainConfig.from_dict(saved.get("train", {})) != cfg:
+            raise RuntimeError(f"{run_dir}: holds a run with other settings; use another run folder")
+        state = torch.load(state_path, weights_only=True)
+        start_epoch, best_val = int(state["epoch"]) + 1, float(state["best_val"])
+        history = [row for row in _read_log(run_dir / "log.csv") if int(row["epoch"]) < start_epoch]
+    else:
+        model, state = LHGModel(model_cfg), None
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+    valid_loader = DataLoader(valid_set, batch_size=cfg.batch_size, collate_fn=collate)
+    bar = _progress(cfg.epochs, start_epoch, progress)
+    for epoch in range(start_epoch, cfg.epochs):
+        started = time.perf_counter()
+        model.train()
+        order = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # same order after a resume
+        loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=order,
+                            collate_fn=collate)
+        total, count, load_s = 0.0, 0, 0.0
+        tick = time.perf_counter()
+        for batch in loader:
+            load_s += time.perf_counter() - tick
+            loss = batch_loss(model, batch, cfg, device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(batch["segment_id"])
+            count += len(batch["segment_id"])
+            tick = time.perf_counter()
+        scheduler.step()
+        train_loss = total / max(count, 1)
+        val_loss = evaluate_loss(model, valid_loader, cfg, device) if len(valid_set) else float("nan")
+        seconds = time.perf_counter() - started
+        history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": val_loss,
+                        "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 3),
+                        "segments_per_s": round(count / seconds, 2), "loader_share": round(load_s / seconds, 3)})
+        if val_loss < best_val or (math.isnan(val_loss) and epoch == cfg.epochs - 1):
+            best_val = val_loss if not math.isnan(val_loss) else best_val
+            save_checkpoint(model, run_dir / "best", {**extra, "epoch": epoch, "valid_loss": val_loss})
+        save_checkpoint(model, run_dir / "last", {**extra, "epoch": epoch, "valid_loss": val_loss})
+        with atomic_path(state_path) as tmp:
+            torch.save({"epoch": epoch, "best_val": best_val, "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()}, tmp)
+        _write_log(run_dir / "log.csv", history)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(train=f"{train_loss:.4f}", valid=f"{val_loss:.4f}")
+        if stop_after_epochs is not None and epoch + 1 >= stop_after_epochs:
+            break
+    if bar is not None:
+        bar.close()
+    summary = {"epochs_done": len(history), "best_valid_loss": best_val, "history": history,
+               "model": model_cfg.to_dict(), "train": cfg.to_dict()}
+    write_json_atomic(run_dir / "summary.json", summary)
+    return summary
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(total=total, initial=initial, desc="TrainLHG epochs", unit="epoch")
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
+
+
+def _read_log(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: (float(v) if k != "epoch" else int(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def parameter_count(model) -> int:
+    return int(sum(np.prod(p.shape) for p in model.parameters()))

@@ -1,0 +1,34 @@
+"""Shared helpers for the end-to-end tests: run a build in-process and inspect what ran."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import luigi
+
+from tasks.dask_runner import close_client
+
+
+def run_luigi(task: luigi.Task) -> luigi.execution_summary.LuigiRunResult:
+    result = luigi.build([task], local_scheduler=True, detailed_summary=True, log_level="WARNING")
+    close_client()
+    return result
+
+
+def run_build(**params) -> luigi.execution_summary.LuigiRunResult:
+    from tasks import BuildSplits
+
+    return run_luigi(BuildSplits(**params))
+
+
+def families_run(result) -> list[str]:
+    """Task families listed under 'ran successfully' in Luigi's summary (one entry per line)."""
+    text = result.summary_text
+    if "ran successfully" not in text:
+        return []
+    block = text.split("ran successfully:")[1].split("\n\n")[0]
+    return [line.strip().lstrip("- ").split("(")[0].split(" ")[-1] for line in block.splitlines()[1:] if line.strip()]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -1,0 +1,63 @@
+"""Training on the built shards: learning, checkpoints, resume after a kill, the TrainLHG task."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file
+
+from pipeline.train import collate, preset, train
+from tasks import TrainLHG
+
+from .helpers import families_run, run_luigi
+
+
+def test_collate_pads_and_masks():
+    items = [{"segment_id": "a", "listener_head": torch.ones(3, 18), "speaker_head": torch.ones(3, 18),
+              "speech": torch.ones(3, 8, 80), "listener_valid": torch.ones(3, dtype=torch.bool)},
+             {"segment_id": "b", "listener_head": torch.ones(5, 18), "speaker_head": torch.ones(5, 18),
+              "speech": torch.ones(5, 8, 80), "listener_valid": torch.ones(5, dtype=torch.bool)}]
+    batch = collate(items)
+    assert tuple(batch["speech"].shape) == (2, 5, 8, 80)
+    assert batch["frame_mask"].tolist() == [[True] * 3 + [False] * 2, [True] * 5]
+    assert float(batch["listener_head"][0, 3:].abs().sum()) == 0.0
+
+
+def test_tiny_training_learns_and_writes_checkpoints(built_dataset, tmp_path):
+    cfg = preset("tiny", epochs=6)
+    summary = train(built_dataset / "dataset", tmp_path / "run", cfg, progress=False)
+    losses = [row["train_loss"] for row in summary["history"]]
+    assert losses[-1] < 0.7 * losses[0], losses
+    for name in ("best", "last"):
+        assert (tmp_path / "run" / name / "model.safetensors").is_file()
+        assert (tmp_path / "run" / name / "config.json").is_file()
+    log = pd.read_csv(tmp_path / "run" / "log.csv")
+    assert list(log["epoch"]) == list(range(6)) and log["valid_loss"].notna().all()
+    assert (log["segments_per_s"] > 0).all() and log["loader_share"].between(0, 1).all()
+
+
+def test_resume_after_kill_matches_uninterrupted(built_dataset, tmp_path):
+    cfg = preset("tiny", epochs=4)
+    train(built_dataset / "dataset", tmp_path / "straight", cfg, progress=False)
+    train(built_dataset / "dataset", tmp_path / "killed", cfg, progress=False, stop_after_epochs=2)
+    resumed = train(built_dataset / "dataset", tmp_path / "killed", cfg, progress=False)
+    assert resumed["epochs_done"] == 4
+    a = load_file(str(tmp_path / "straight" / "last" / "model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "last" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_train_task_runs_once(built_dataset, sample_corpus, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(built_dataset, out)
+    task = TrainLHG(corpus=str(sample_corpus), out=str(out), preset="tiny", epochs=2)
+    result = run_luigi(task)
+    assert result.status.name == "SUCCESS", result.summary_text
+    assert families_run(result) == ["TrainLHG"], result.summary_text
+    assert (task.run_dir() / "best" / "model.safetensors").is_file()
+    again = run_luigi(TrainLHG(corpus=str(sample_corpus), out=str(out), preset="tiny", epochs=2))
+    assert families_run(again) == []
