@@ -11,9 +11,9 @@
                     ssl_layers=[0, 6, 12])
     ds[0]["ssl"]           # [T, 4, L, D] speaker SSL hidden states (see manifest.json for the names)
 
-The first `context_frames` (1 s = 12.5 -> 13 frames by default, see `CONTEXT_S`) of every segment
-are context for the model and excluded from its loss; that is the trainer's business, the loader
-returns whole segments.
+The first 12 frames (0.96 s, `pipeline.model.CONTEXT_FRAMES`: 1 s at 12.5 fps rounded down, so
+12 + 125 evaluation frames fit the longest 137-frame segment) of every segment are context for the
+model and excluded from its loss; that is the trainer's business, the loader returns whole segments.
 """
 
 from __future__ import annotations
