@@ -44,7 +44,7 @@ class TrainConfig:
     context_frames: int = 12
     seed: int = 0
     device: str = "auto"
-    amp: str = ""  # "" | bfloat16 | float16 (CUDA mixed precision)
+    amp: str = ""  # "" | bfloat16: mixed-precision forward (no loss scaling needed for bf16)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -157,6 +157,8 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
 
     from .model import LHGModel, load_checkpoint, save_checkpoint
 
+    if cfg.amp not in ("", "bfloat16"):
+        raise ValueError(f"amp must be '' or 'bfloat16', got {cfg.amp!r}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = _device(cfg.device)
@@ -198,7 +200,8 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
         tick = time.perf_counter()
         for batch in loader:
             load_s += time.perf_counter() - tick
-            loss = batch_loss(model, batch, cfg, device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bfloat16"):
+                loss = batch_loss(model, batch, cfg, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

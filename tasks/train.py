@@ -24,6 +24,7 @@ class TrainLHG(luigi.Task):
     epochs = luigi.OptionalIntParameter(default=None, description="override the preset's epochs")
     seed = luigi.IntParameter(default=0)
     device = luigi.Parameter(default="auto")
+    amp = luigi.ChoiceParameter(choices=["", "bfloat16"], default="", description="mixed precision")
     quick_sample = luigi.BoolParameter(default=False)
 
     def requires(self):
@@ -37,7 +38,7 @@ class TrainLHG(luigi.Task):
         if self.speech != "fbank":
             ssl_set = self._ssl_set()
         return preset(self.preset, arch=self.arch, speech=self.speech, ssl_set=ssl_set, epochs=self.epochs,
-                      seed=self.seed, device=self.device)
+                      seed=self.seed, device=self.device, amp=self.amp)
 
     def _ssl_set(self) -> str:
         from pipeline.dataset import LHGDataset
