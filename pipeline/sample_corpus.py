@@ -53,6 +53,7 @@ from scipy import signal
 
 from pipeline.audio import ffmpeg_exe
 from pipeline.fsutil import atomic_path, write_json_atomic, write_text_atomic
+from pipeline.headpose import FaceMeshTracker
 
 GENERATOR_VERSION = 2  # bump whenever generated content changes (idempotence markers compare it)
 
@@ -150,16 +151,9 @@ def _photo(name: str) -> np.ndarray:
 @lru_cache(maxsize=4)
 def _photo_landmarks(name: str) -> np.ndarray:
     """FaceMesh (static image mode) landmarks of a photo: (468, 3) in pixels; z in width units x width."""
-    import mediapipe as mp
-
-    img = _photo(name)
-    h, w = img.shape[:2]
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
-                                         refine_landmarks=False) as fm:
-        res = fm.process(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
-    if not res.multi_face_landmarks:
+    lm = face_landmarks_px(_photo(name))
+    if lm is None:
         raise RuntimeError(f"FaceMesh found no face in the {name} photo")
-    lm = np.array([[p.x * w, p.y * h, p.z * w] for p in res.multi_face_landmarks[0].landmark], np.float64)
     return lm
 
 
@@ -289,21 +283,16 @@ class HeadRenderer:
         return cv2.remap(self.photo, mapx, mapy, cv2.INTER_LINEAR, dst=out, borderMode=cv2.BORDER_REFLECT101)
 
 
-def face_landmarks_px(img: np.ndarray, face_mesh: Any = None) -> np.ndarray | None:
-    """FaceMesh landmarks of a BGR image as (468, 3) pixels (z scaled by the width), or None."""
-    import mediapipe as mp
+def face_landmarks_px(img: np.ndarray, tracker: FaceMeshTracker | None = None) -> np.ndarray | None:
+    """FaceMesh landmarks of a BGR image as (468, 3) pixels (z scaled by the width), or None.
 
-    h, w = img.shape[:2]
-    own = face_mesh is None
-    fm = face_mesh or mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1)
-    try:
-        res = fm.process(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
-    finally:
-        if own:
-            fm.close()
-    if not res.multi_face_landmarks:
-        return None
-    return np.array([[p.x * w, p.y * h, p.z * w] for p in res.multi_face_landmarks[0].landmark])
+    Pass an open `FaceMeshTracker` to reuse it (tracking mode across video frames); without one a
+    static-image tracker is opened for this image only.
+    """
+    if tracker is not None:
+        return tracker.process(img)
+    with FaceMeshTracker(static_image_mode=True) as own:
+        return own.process(img)
 
 
 def relative_rotation_deg(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float, float]:
@@ -328,10 +317,8 @@ def _pitch_gain(r: HeadRenderer, probe_deg: float = 10.0) -> tuple[float, float]
     key = (r.look.photo, r.look.mirror, r.look.face_frac, r.look.center, r.look.tint, r.w, r.h, r.f)
     if key in _CALIBRATION:
         return _CALIBRATION[key]
-    import mediapipe as mp
-
     gains = [1.0, 1.0]
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1) as fm:
+    with FaceMeshTracker(static_image_mode=True) as fm:
         ref = face_landmarks_px(r.render(0.0, 0.0, 0.0), fm)
         for i, sgn in enumerate((1.0, -1.0)):
             cur = face_landmarks_px(r.render(sgn * probe_deg, 0.0, 0.0), fm)

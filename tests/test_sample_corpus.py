@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 
 from pipeline import sample_corpus as sc
+from pipeline.headpose import FaceMeshTracker
 
 SESSIONS = ("s01", "s02", "s03")
 
@@ -261,8 +262,6 @@ def _video_tiles(corpus: Path):
 
 
 def test_facemesh_detects_faces_and_nods(corpus: Path) -> None:
-    import mediapipe as mp
-
     for sid, pid, video, rect in _video_tiles(corpus):
         gt = sc.load_ground_truth(corpus, sid)
         motion = gt["motion"][pid]
@@ -273,7 +272,7 @@ def test_facemesh_detects_faces_and_nods(corpus: Path) -> None:
         wanted = set(range(0, gt["n_frames"], step)) | nod_frames
         lms: dict[int, np.ndarray | None] = {}
         cap = cv2.VideoCapture(str(video))
-        with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1) as fm:
+        with FaceMeshTracker() as fm:
             i = 0
             while True:
                 ok, frame = cap.read()
