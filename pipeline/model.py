@@ -67,6 +67,11 @@ class ModelConfig:
     speech_bins: int = FBANK_BINS  # fbank only
     ssl_layers: int | None = None  # L: number of SSL hidden states (ssl only)
     ssl_dim: int | None = None  # D: SSL hidden size (ssl only)
+    # Head derivative channels are recomputed from the static channels by backward differences
+    # (`LHGModel.head_view`): the stored ones are centred Savitzky-Golay derivatives that look 3 frames
+    # ahead, which would hand the model its own targets under teacher forcing and the speaker's future.
+    causal_deltas: bool = True
+    delta_gains: list[float] | None = None  # 2 x n_static: normalised-units gains for d then dd (None = 1)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -79,6 +84,10 @@ class ModelConfig:
             raise ValueError(f"speech={self.speech!r} needs ssl_layers (L) and ssl_dim (D)")
         if self.arch == "transformer" and self.width % self.n_heads:
             raise ValueError(f"width {self.width} is not divisible by n_heads {self.n_heads}")
+        if self.causal_deltas and self.head_dim % 3:
+            raise ValueError(f"causal_deltas needs head_dim = 3 x static channels, got {self.head_dim}")
+        if self.delta_gains is not None and len(self.delta_gains) != 2 * (self.head_dim // 3):
+            raise ValueError(f"delta_gains needs {2 * (self.head_dim // 3)} values, got {len(self.delta_gains)}")
 
     @property
     def speech_shape(self) -> tuple[int, ...]:
@@ -280,6 +289,9 @@ class LHGModel(nn.Module):
         self.blocks = nn.ModuleList(block(cfg) for _ in range(cfg.n_blocks))
         self.out_norm = nn.LayerNorm(cfg.width)
         self.out_proj = nn.Linear(cfg.width, cfg.out_frames * cfg.head_dim)
+        n_static = cfg.head_dim // 3
+        gains = torch.tensor(cfg.delta_gains if cfg.delta_gains is not None else [1.0] * (2 * n_static))
+        self.register_buffer("delta_gains", gains.view(2, n_static), persistent=False)
         if cfg.arch == "transformer":
             # not persistent: rebuilt from the config, never stored in the checkpoint
             self.register_buffer("pos_enc", sinusoidal_encoding(cfg.max_len, cfg.width), persistent=False)
@@ -289,6 +301,38 @@ class LHGModel(nn.Module):
     def layer_weights(self) -> torch.Tensor:
         """Softmax weights over SSL layers (speech='ssl_wa' only); sums to 1."""
         return self.speech_encoder.layer_weights()
+
+    def head_view(self, head: torch.Tensor) -> torch.Tensor:
+        """[B,T,D] head features -> the model's view: statics kept, derivatives = causal differences.
+
+        d_t = g_d (s_t - s_{t-1}) and dd_t = g_dd (d_t - d_{t-1}) in normalised units (the gains map raw
+        per-second differences onto the stored derivatives' scale); frame 0 has d = dd = 0. Uses only
+        frames <= t, so teacher forcing cannot peek at the targets t+1..t+3. Identity when disabled.
+        """
+        if not self.cfg.causal_deltas:
+            return head
+        n = self.cfg.head_dim // 3
+        s = head[..., :n]
+        g = self.delta_gains.to(head.dtype)
+        zero = torch.zeros_like(s[:, :1])
+        d = torch.cat([zero, (s[:, 1:] - s[:, :-1]) * g[0]], dim=1)
+        dd = torch.cat([zero, (d[:, 1:] - d[:, :-1]) * g[1]], dim=1)
+        return torch.cat([s, d, dd], dim=-1)
+
+    def _step_view(self, head_t: torch.Tensor, prev: tuple | None) -> tuple[torch.Tensor, tuple | None]:
+        """`head_view` for one frame [B,D] given the previous frame's (statics, d); same numbers."""
+        if not self.cfg.causal_deltas:
+            return head_t, None
+        n = self.cfg.head_dim // 3
+        s = head_t[..., :n]
+        g = self.delta_gains.to(head_t.dtype)
+        if prev is None:
+            d = torch.zeros_like(s)
+            dd = torch.zeros_like(s)
+        else:
+            d = (s - prev[0]) * g[0]
+            dd = (d - prev[1]) * g[1]
+        return torch.cat([s, d, dd], dim=-1), (s, d)
 
     def _embed(self, speech, speaker_head, listener_head) -> torch.Tensor:
         x = torch.cat([self.speech_encoder(speech), speaker_head, listener_head], dim=-1)
@@ -300,8 +344,9 @@ class LHGModel(nn.Module):
 
     def forward(self, speech: torch.Tensor, speaker_head: torch.Tensor,
                 listener_head: torch.Tensor) -> torch.Tensor:
-        """speech [B,T,*speech_shape], speaker/listener head [B,T,18] -> [B,T,3,18] (heads for t+1..t+3)."""
-        x = self._embed(speech, speaker_head, listener_head)
+        """speech [B,T,*speech_shape], speaker/listener head [B,T,18] -> [B,T,3,18] (heads for t+1..t+3,
+        in `head_view` form)."""
+        x = self._embed(speech, self.head_view(speaker_head), self.head_view(listener_head))
         t = x.shape[1]
         if self.pos_enc is not None:
             if t > self.cfg.max_len:
@@ -314,7 +359,8 @@ class LHGModel(nn.Module):
 
     def init_state(self, batch: int) -> dict:
         p = self.in_proj.weight
-        return {"t": 0, "blocks": [blk.init_state(batch, p.device, p.dtype) for blk in self.blocks]}
+        return {"t": 0, "blocks": [blk.init_state(batch, p.device, p.dtype) for blk in self.blocks],
+                "speaker": None, "listener": None}
 
     def step(self, speech_t: torch.Tensor, speaker_t: torch.Tensor, listener_t: torch.Tensor,
              state: dict) -> tuple[torch.Tensor, dict]:
@@ -323,6 +369,8 @@ class LHGModel(nn.Module):
         The returned state is a new dict (LSTM states are replaced; the Transformer KV cache is
         updated in place and shared with the input state).
         """
+        speaker_t, speaker_prev = self._step_view(speaker_t, state["speaker"])
+        listener_t, listener_prev = self._step_view(listener_t, state["listener"])
         x = self._embed(speech_t, speaker_t, listener_t)[:, None]  # [B,1,W]
         t = state["t"]
         if self.pos_enc is not None:
@@ -334,7 +382,8 @@ class LHGModel(nn.Module):
         for blk, s in zip(self.blocks, state["blocks"], strict=True):
             x, s = blk(x, s)
             new_blocks.append(s)
-        return self._head(x[:, 0]), {"t": t + 1, "blocks": new_blocks}
+        return self._head(x[:, 0]), {"t": t + 1, "blocks": new_blocks, "speaker": speaker_prev,
+                                     "listener": listener_prev}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -411,13 +460,16 @@ def target_frames(listener_head: torch.Tensor, valid: torch.Tensor | None = None
 
 def masked_huber_loss(pred: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, *,
                       context_frames: int = CONTEXT_FRAMES, delta: float = 1.0) -> torch.Tensor:
-    """Huber (smooth-L1) loss, mean over valid elements of steps t >= context_frames.
+    """Huber (smooth-L1) loss, mean over valid target elements whose frame lies after the context.
 
-    pred/targets [B,T,K,D], mask [B,T,K]. Steps t < context_frames (the 1 s ground-truth context,
-    12 frames by default = floor(1 s x 12.5 fps)) are excluded. Returns 0 (with grad) if nothing is valid.
+    pred/targets [B,T,K,D], mask [B,T,K]; the target of (step t, k) is frame t+1+k. Frames
+    0..context_frames-1 (the 1 s ground-truth context, 12 frames = floor(1 s x 12.5 fps)) are never
+    targets, but the step that predicts the first frame after the context (t = context_frames-1)
+    is trained: it is exactly the step generation starts from. Returns 0 (with grad) if nothing is valid.
     """
-    m = mask.clone()
-    m[:, :context_frames] = False
+    t, k = mask.shape[1], mask.shape[2]
+    frame = torch.arange(t, device=mask.device)[:, None] + 1 + torch.arange(k, device=mask.device)[None, :]
+    m = mask & (frame >= context_frames)[None]
     elem = F.huber_loss(pred, targets, reduction="none", delta=delta)  # [B,T,K,D]
     w = m[..., None].to(elem.dtype)
     n = w.sum() * elem.shape[-1]

@@ -1,8 +1,8 @@
 """Embedded sample corpus: synthetic two-party "video calls" with planted listener behaviour.
 
 The product's default job builds this corpus, and an end-to-end test trains on it, so the planted
-speaker -> listener structure is real: listeners nod (pitch down 8-15 deg and back) 0.6-1.0 s after
-the speaker's phrase ends (probability ~0.7) and around their own backchannels. The nods are rendered
+speaker -> listener structure is real: listeners nod (pitch down 8-15 deg and back) 0.7-0.9 s after
+the speaker's phrase ends (probability 0.85) and around their own backchannels. The nods are rendered
 into real face photos and are visible to MediaPipe FaceMesh.
 
 Corpus layout (the pipeline's input contract)::
@@ -55,7 +55,7 @@ from pipeline.audio import ffmpeg_exe
 from pipeline.fsutil import atomic_path, write_json_atomic, write_text_atomic
 from pipeline.headpose import FaceMeshTracker
 
-GENERATOR_VERSION = 2  # bump whenever generated content changes (idempotence markers compare it)
+GENERATOR_VERSION = 3  # bump whenever generated content changes (idempotence markers compare it)
 
 MOTION_COLUMNS: tuple[str, ...] = ("time", "pitch", "yaw", "roll", "x", "y", "scale")
 
@@ -454,7 +454,7 @@ def _nod_shape(t: np.ndarray, start: float, dur: float) -> np.ndarray:
 
 
 def plan_nods(script: dict[str, Any], pid: str, rng: np.random.Generator) -> list[dict[str, Any]]:
-    """Planted listener nods of `pid`: after the other speaker's phrase ends (p=0.7, delay 0.6-1.0 s)
+    """Planted listener nods of `pid`: after the other speaker's phrase ends (p=0.85, delay 0.7-0.9 s)
     and around the participant's own backchannels (p=0.8). Nods never overlap each other and never
     fall inside the participant's own turns."""
     own_turns = [(tr["start_s"] - 0.3, tr["end_s"] + 0.3) for tr in script["turns"] if tr["participant_id"] == pid]
@@ -463,8 +463,8 @@ def plan_nods(script: dict[str, Any], pid: str, rng: np.random.Generator) -> lis
         if tr["participant_id"] == pid:
             continue
         for _s, e in tr["phrases"]:
-            if rng.random() < 0.7:
-                cands.append((e + rng.uniform(0.6, 1.0), "phrase_end", e))
+            if rng.random() < 0.85:
+                cands.append((e + rng.uniform(0.7, 0.9), "phrase_end", e))
     for b in script["backchannels"]:
         if b["participant_id"] == pid and rng.random() < 0.8:
             cands.append((b["start_s"] + rng.uniform(-0.2, 0.1), "backchannel", b["start_s"]))
@@ -1073,16 +1073,16 @@ def default_session_specs(duration_s: float = 120.0, quick: bool = False) -> lis
     ]
 
 
-def make_sample_corpus(corpus_dir: str | Path, *, duration_s: float = 120.0, seed: int = 0,
+def make_sample_corpus(corpus_dir: str | Path, *, duration_s: float | None = None, seed: int = 0,
                        quick: bool = False) -> Path:
     """Build the embedded sample corpus (3 sessions, 6 participants) under `corpus_dir`.
 
-    quick=True: same structure, sessions of at most 40 s and smaller frames (for tests).
+    quick=True: same structure, smaller frames and (unless `duration_s` is given) 40 s sessions (tests).
     Idempotent: returns at once when `<corpus>/.complete.json` records the same parameters;
     otherwise (re)builds the sessions whose parameters differ."""
     corpus = Path(corpus_dir)
-    if quick:
-        duration_s = min(float(duration_s), QUICK_DURATION_S)
+    if duration_s is None:
+        duration_s = QUICK_DURATION_S if quick else 120.0
     specs = default_session_specs(duration_s, quick)
     marker = corpus / COMPLETE_MARKER
     wanted = _jsonable({"generator_version": GENERATOR_VERSION, "duration_s": float(duration_s), "seed": int(seed),
@@ -1142,7 +1142,7 @@ phrases, backchannels, phrase ends, planted nods, parameters).
   bursts; a -62 dBFS noise floor elsewhere; peak -3 dBFS. A listener's file holds only their backchannels.
 - Head motion: smooth idle motion for everyone; the speaker moves more while talking, with emphasis dips
   and turns at phrase ends. The LISTENER NODS (pitch down 8-15 deg and back, 0.4-0.6 s per nod, 1-2 nods)
-  0.6-1.0 s after the speaker's phrase ends (probability 0.7) and around their own backchannels. This
+  0.7-0.9 s after the speaker's phrase ends (probability 0.85) and around their own backchannels. This
   speaker -> listener structure is what a listening-head model should learn; nod times are in the
   ground truth.
 - Conventions: pitch > 0 = nose down, yaw > 0 = nose towards image right, roll > 0 = counter-clockwise

@@ -9,6 +9,11 @@ Resumable: after every epoch `last/` holds the weights (safetensors + JSON) and 
 (optimizer, scheduler, RNG, epoch; loaded with `weights_only=True`, no arbitrary unpickling). A
 killed run restarted with the same settings continues and ends with the same weights as an
 uninterrupted run (CPU, fixed seed).
+
+`log.csv` has one row per epoch: train/valid loss, learning rate, epoch seconds (incl. validation),
+`segments_per_s` (training loop only) and `loader_share` (the loop's time spent waiting for batches).
+Checkpoints carry `features` (head columns, speech type, SSL feature spec) so evaluation can refuse a
+dataset with other inputs.
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: str = ""  # "" | bfloat16: mixed-precision forward (no loss scaling needed for bf16)
+    # std (normalised units) of Gaussian noise added to the listener-head input while training: the
+    # model cannot lean on a perfect history it will not have when generating (not in the paper: 0)
+    listener_noise: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,7 +111,33 @@ def _speech(batch: dict, cfg: TrainConfig):
     return batch["speech"] if cfg.speech == "fbank" else batch["ssl"]
 
 
-def model_config_for(cfg: TrainConfig, sample: dict):
+def delta_gains(train_set, n_static: int) -> list[float]:
+    """Gains giving the model's causal difference channels unit variance on the training split.
+
+    `LHGModel.head_view` replaces the stored derivatives by d = g_d * diff(statics) and
+    dd = g_dd * diff(d) (normalised units). Raw frame differences of noisy channels (face scale,
+    position) are far larger than the stored smoothed derivatives, and would swamp the loss unless
+    scaled; here g_d = 1 / std(diff(statics)) and g_dd = 1 / std(diff(g_d * diff(statics))) per
+    channel, over consecutive valid frames of every train listener and speaker.
+    """
+    diffs1, diffs2 = [], []
+    for i in range(len(train_set)):
+        item = train_set[i]
+        for head, valid in ((item["listener_head"], item["listener_valid"]),
+                            (item["speaker_head"], item["speaker_valid"])):
+            s = np.asarray(head)[:, :n_static]
+            v = np.asarray(valid, dtype=bool)
+            ok1 = v[1:] & v[:-1]
+            d = np.diff(s, axis=0)
+            diffs1.append(d[ok1])
+            diffs2.append(np.diff(d, axis=0)[ok1[1:] & ok1[:-1]])
+    d1 = np.concatenate(diffs1)
+    g_d = 1.0 / np.maximum(d1.std(axis=0), 1e-6)
+    g_dd = 1.0 / np.maximum((np.concatenate(diffs2) * g_d).std(axis=0), 1e-6)
+    return [float(v) for v in np.concatenate([g_d, g_dd])]
+
+
+def model_config_for(cfg: TrainConfig, sample: dict, gains: list[float] | None = None):
     from .model import ModelConfig
 
     speech = _speech(sample, cfg)
@@ -113,7 +147,7 @@ def model_config_for(cfg: TrainConfig, sample: dict):
         extra = {"speech_frames": int(speech.shape[-3]), "ssl_layers": int(speech.shape[-2]),
                  "ssl_dim": int(speech.shape[-1])}
     return ModelConfig(arch=cfg.arch, n_blocks=cfg.n_blocks, width=cfg.width, n_heads=cfg.n_heads,
-                       dropout=cfg.dropout, speech=cfg.speech, **extra)
+                       dropout=cfg.dropout, speech=cfg.speech, delta_gains=gains, **extra)
 
 
 def open_split(dataset_dir: str | Path, split: str, cfg: TrainConfig):
@@ -124,13 +158,30 @@ def open_split(dataset_dir: str | Path, split: str, cfg: TrainConfig):
         LHGDataset(dataset_dir, split)
 
 
+def feature_spec(dataset_dir: str | Path, cfg: TrainConfig) -> dict:
+    """What the model's inputs are, stored with every checkpoint so evaluation can check it gets the same."""
+    manifest = json.loads((Path(dataset_dir) / "manifest.json").read_text())
+    ssl = manifest["ssl"][cfg.ssl_set]["spec"] if cfg.speech != "fbank" else None
+    return {"head_columns": manifest["head_columns"], "speech": cfg.speech, "ssl_set": cfg.ssl_set,
+            "ssl_layers": list(cfg.ssl_layers), "ssl": ssl}
+
+
 def batch_loss(model, batch: dict, cfg: TrainConfig, device):
+    import torch
+
     from .model import masked_huber_loss, target_frames
 
     listener = batch["listener_head"].to(device)
     valid = (batch["listener_valid"] & batch["frame_mask"]).to(device)
-    pred = model(_speech(batch, cfg).to(device), batch["speaker_head"].to(device), listener)
-    targets, mask = target_frames(listener, valid, out_frames=pred.shape[-2])
+    history = listener
+    if cfg.listener_noise > 0 and model.training:
+        history = listener + cfg.listener_noise * torch.randn_like(listener)
+    pred = model(_speech(batch, cfg).to(device), batch["speaker_head"].to(device), history)
+    if model.cfg.causal_deltas:  # a target's differences need its two previous frames valid too
+        valid = valid.clone()
+        valid[:, 1:] &= valid[:, :-1].clone()
+        valid[:, 1:] &= valid[:, :-1].clone()
+    targets, mask = target_frames(model.head_view(listener), valid, out_frames=pred.shape[-2])
     return masked_huber_loss(pred, targets, mask, context_frames=cfg.context_frames, delta=cfg.huber_delta)
 
 
@@ -166,9 +217,10 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
     train_set, valid_set = open_split(dataset_dir, "train", cfg), open_split(dataset_dir, "valid", cfg)
     if len(train_set) == 0:
         raise RuntimeError(f"{dataset_dir}: the train split is empty")
-    model_cfg = model_config_for(cfg, collate([train_set[0]]))
     normalization = json.loads((Path(dataset_dir) / "normalization.json").read_text())
-    extra = {"train": cfg.to_dict(), "normalization": normalization,
+    first = collate([train_set[0]])
+    model_cfg = model_config_for(cfg, first, delta_gains(train_set, first["listener_head"].shape[-1] // 3))
+    extra = {"train": cfg.to_dict(), "normalization": normalization, "features": feature_spec(dataset_dir, cfg),
              "dataset": str(Path(dataset_dir).resolve())}
     state_path = run_dir / "last" / "train_state.pt"
     start_epoch, best_val, history = 0, math.inf, []
@@ -208,13 +260,14 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
             total += float(loss.detach()) * len(batch["segment_id"])
             count += len(batch["segment_id"])
             tick = time.perf_counter()
+        train_s = time.perf_counter() - started
         scheduler.step()
         train_loss = total / max(count, 1)
         val_loss = evaluate_loss(model, valid_loader, cfg, device) if len(valid_set) else float("nan")
         seconds = time.perf_counter() - started
         history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": val_loss,
                         "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 3),
-                        "segments_per_s": round(count / seconds, 2), "loader_share": round(load_s / seconds, 3)})
+                        "segments_per_s": round(count / train_s, 2), "loader_share": round(load_s / train_s, 3)})
         if val_loss < best_val or (math.isnan(val_loss) and epoch == cfg.epochs - 1):
             best_val = val_loss if not math.isnan(val_loss) else best_val
             save_checkpoint(model, run_dir / "best", {**extra, "epoch": epoch, "valid_loss": val_loss})

@@ -18,11 +18,13 @@ import pytest
 
 from pipeline.constants import HEAD_DIM
 from pipeline.dataset import LHGDataset
+from pipeline.evaluate import EvalConfig, evaluate
+from pipeline.model import load_checkpoint
 from schemas.tables import SEGMENTS_SCHEMA
-from tasks import BuildSplits
+from tasks import BuildSplits, TrainLHG
 from tasks.build import plan_build
 
-from .helpers import families_run, run_build, snapshot
+from .helpers import families_run, run_build, run_luigi, snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -221,6 +223,22 @@ def test_ssl_features_add_models_without_rewriting(built, corpus, tmp_path):
     first_ssl = snapshot(out / "dataset" / "ssl")
     card = (out / "dataset" / "data_card.md").read_text()
     assert name in card and "exactly causal" in card
+
+    # the model trains on those features through the same task users run (weighted average over layers)
+    train_task = TrainLHG(corpus=str(corpus), out=str(out), preset="tiny", epochs=2, speech="ssl_wa",
+                          ssl_models=str(hubert), ssl_causal="strict")
+    trained = run_luigi(train_task)
+    assert families_run(trained) == ["TrainLHG"], trained.summary_text
+    model, extra = load_checkpoint(train_task.run_dir() / "best")
+    assert model.cfg.speech == "ssl_wa" and model.cfg.ssl_layers == 3 and model.cfg.ssl_dim == 32
+    assert extra["features"]["ssl_set"] == name and extra["features"]["ssl"]["mode"] == "strict"
+    assert abs(float(model.layer_weights().detach().sum()) - 1.0) < 1e-6
+    # ... and is evaluated on the same SSL feature set, found by its spec
+    report = evaluate(out / "dataset", {"HuBERT w/WA": train_task.run_dir()}, tmp_path / "eval",
+                      EvalConfig(eval_frames=62, long_window=62, n_samples=5))
+    assert report["models"]["HuBERT w/WA"]["ssl_set"] == name
+    assert len(report["models"]["HuBERT w/WA"]["layer_weights"]) == 3
+    assert report["table"]["HuBERT w/WA"]["L2"] > 0
 
     both = f"{hubert},{wav2vec}"
     result = run_build(corpus=str(corpus), out=str(out), ssl_models=both, ssl_causal="strict")

@@ -68,6 +68,26 @@ def test_forward_is_causal():
         assert not torch.allclose(a[:, 10:], b[:, 10:])
 
 
+def test_head_view_is_causal_differences_and_ignores_stored_derivatives():
+    gains = [2.0] * 6 + [0.5] * 6
+    model = LHGModel(tiny_cfg("lstm_transformer", delta_gains=gains)).eval()
+    s = torch.tensor([0.0, 1.0, 3.0, 6.0]).view(1, 4, 1).repeat(1, 1, 6)
+    head = torch.cat([s, torch.randn(1, 4, 12)], dim=-1)  # stored derivative channels: anything
+    view = model.head_view(head)
+    torch.testing.assert_close(view[0, :, 0], s[0, :, 0])
+    torch.testing.assert_close(view[0, :, 6], torch.tensor([0.0, 2.0, 4.0, 6.0]))  # 2 x backward difference
+    torch.testing.assert_close(view[0, :, 12], torch.tensor([0.0, 1.0, 1.0, 1.0]))  # 0.5 x difference of d
+    # the model never sees the stored (centred, look-ahead) derivatives, in forward or in step
+    sp, spk, lis = random_inputs(model.cfg, 1, 12)
+    lis2, spk2 = lis.clone(), spk.clone()
+    lis2[..., 6:] += 5.0
+    spk2[..., 6:] -= 5.0
+    with torch.no_grad():
+        torch.testing.assert_close(model(sp, spk, lis), model(sp, spk2, lis2))
+    with pytest.raises(ValueError, match="delta_gains needs 12"):
+        tiny_cfg("lstm_transformer", delta_gains=[1.0])
+
+
 @pytest.mark.parametrize("arch", ["lstm_transformer", "transformer"])
 def test_generate_matches_manual_loop(arch):
     torch.manual_seed(1)
@@ -171,14 +191,16 @@ def test_target_frames_and_masked_loss_hand_computed():
     loss0 = masked_huber_loss(pred, tgt, mask, context_frames=0)
     exp0 = (huber[1] + huber[2] + huber[2] + huber[4] + huber[4] + huber[4]) / 6
     torch.testing.assert_close(loss0, torch.tensor(exp0))
-    # context_frames=2: steps 0,1 excluded -> (2,1)=4, (3,0)=4
+    # context_frames=2: target frames 0,1 excluded -> (0,1)=2, (1,0)=2, (1,2)=4, (2,1)=4, (3,0)=4;
+    # step 1 (the last context step) still predicts frame 2, the first generated frame
     loss2 = masked_huber_loss(pred, tgt, mask, context_frames=2)
-    torch.testing.assert_close(loss2, torch.tensor(huber[4]))
-    # padding / masked-out predictions must not matter
+    exp2 = (huber[2] + huber[2] + huber[4] + huber[4] + huber[4]) / 5
+    torch.testing.assert_close(loss2, torch.tensor(exp2))
+    # padding, masked-out targets and context targets (step 0 -> frame 1) must not matter
     pred_bad = pred.clone()
     pred_bad[~mask] = 1e6
-    pred_bad[:, :2] = -1e6
-    torch.testing.assert_close(masked_huber_loss(pred_bad, tgt, mask, context_frames=2), torch.tensor(3.5))
+    pred_bad[0, 0, 0] = -1e6
+    torch.testing.assert_close(masked_huber_loss(pred_bad, tgt, mask, context_frames=2), torch.tensor(exp2))
     # nothing valid -> 0, not NaN
     assert masked_huber_loss(pred, tgt, mask, context_frames=5).item() == 0.0
     assert CONTEXT_FRAMES == 12

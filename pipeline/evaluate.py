@@ -1,0 +1,354 @@
+"""Evaluate listener-head generators the way the paper's Table I does (paper III-D and V).
+
+For every test sample (a segment's first `context_frames + eval_frames` frames, all valid) each
+trained checkpoint generates the listener's head autoregressively after the ground-truth context,
+and three baselines answer too: Random (a random training clip), Mirror (the speaker's own motion)
+and Delay Mirror (the speaker delayed by the lag that maximises the speaker -> listener angular
+velocity cross-correlation on the training split). All metrics use the head angles (pitch, yaw,
+roll, degrees) of the evaluated frames only; their conventions are in `pipeline.metrics` and are
+settings here, recorded in results.json. Seeded: the same checkpoints, data and config give the
+same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import metrics
+from .constants import HEAD_FPS
+from .errors import InputError
+
+BASELINES = ("Random", "Mirror", "Delay Mirror")
+ANGLES = ("pitch", "yaw", "roll")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    split: str = "test"
+    n_samples: int = 400  # paper: 400 samples of 10 s
+    context_frames: int = 12  # 0.96 s of ground truth fed first (pipeline.model.CONTEXT_FRAMES)
+    eval_frames: int = 125  # 10 s generated per sample
+    long_window: int = 125  # L2 and Var (10 s)
+    short_window: int = 25  # FID, P-FID and SI (2 s)
+    l2_convention: str = "mse"  # mse | euclidean
+    fd_mode: str = "per_window"  # per_window | pooled
+    si_clusters: int = 8
+    si_mode: str = "per_window"  # per_window | pooled
+    pcc_mode: str = "per_sequence"  # per_sequence | pooled
+    activity_channel: str = "pitch"  # vertical (nodding) direction
+    activity_k_high: float = 3.0  # thresholds in robust standard deviations of train listener velocity
+    activity_k_low: float = 1.5
+    xcorr_max_lag_s: float = 3.0
+    advance: int = 1  # generation: frames kept per model step (1 = feed back t+1 only)
+    batch_size: int = 32
+    seed: int = 0
+    device: str = "auto"
+    figure_samples: int = 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> None:
+        if self.eval_frames < max(self.long_window, self.short_window):
+            raise ValueError(f"eval_frames={self.eval_frames} is shorter than a metric window "
+                             f"(long_window={self.long_window}, short_window={self.short_window})")
+        if self.n_samples < 1 or self.context_frames < 1:
+            raise ValueError("n_samples and context_frames must be >= 1")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass
+class HeadClips:
+    """Raw (unnormalised) head features of whole segments, one [T_i, D] array per segment."""
+
+    segment_ids: list[str]
+    listener: list[np.ndarray]
+    speaker: list[np.ndarray]
+
+
+def _open(dataset_dir: Path, split: str, ssl: str | None = None):
+    from .dataset import LHGDataset
+
+    return LHGDataset(dataset_dir, split, normalize=False, as_torch=False, ssl=ssl)
+
+
+def valid_clips(dataset_dir: Path, split: str) -> HeadClips:
+    """Segments of a split whose listener and speaker frames are all valid (baselines, calibration)."""
+    data = _open(dataset_dir, split)
+    clips = HeadClips([], [], [])
+    for i in range(len(data)):
+        item = data[i]
+        if item["listener_valid"].all() and item["speaker_valid"].all():
+            clips.segment_ids.append(item["segment_id"])
+            clips.listener.append(item["listener_head"])
+            clips.speaker.append(item["speaker_head"])
+    return clips
+
+
+def select_samples(dataset_dir: Path, cfg: EvalConfig) -> tuple[list[int], dict]:
+    """Positions (in the split) of the evaluation samples: segments long enough for context + eval frames
+    whose first frames are all valid; a seeded draw of `n_samples` when there are more."""
+    data = _open(dataset_dir, cfg.split)
+    need = cfg.context_frames + cfg.eval_frames
+    long_enough = [i for i in range(len(data)) if int(data.segments.loc[i, "n_frames"]) >= need]
+    usable = []
+    for i in long_enough:
+        item = data[i]
+        if item["listener_valid"][:need].all() and item["speaker_valid"][:need].all():
+            usable.append(i)
+    if not usable:
+        raise InputError(str(dataset_dir), f"no {cfg.split} segment has {need} valid frames "
+                         f"({cfg.context_frames} context + {cfg.eval_frames} evaluated); "
+                         f"{len(data)} segments, {len(long_enough)} long enough")
+    if len(usable) > cfg.n_samples:
+        rng = np.random.default_rng(cfg.seed)
+        usable = sorted(rng.choice(usable, size=cfg.n_samples, replace=False).tolist())
+    info = {"split_segments": len(data), "long_enough": len(long_enough), "used": len(usable),
+            "frames_per_sample": need}
+    return usable, info
+
+
+def load_sample_heads(dataset_dir: Path, cfg: EvalConfig, positions: list[int]) -> tuple[list[str], np.ndarray,
+                                                                                         np.ndarray]:
+    """-> (segment ids, listener [N, C+E, D], speaker [N, C+E, D]), raw units."""
+    data = _open(dataset_dir, cfg.split)
+    need = cfg.context_frames + cfg.eval_frames
+    items = [data[i] for i in positions]
+    return ([it["segment_id"] for it in items], np.stack([it["listener_head"][:need] for it in items]),
+            np.stack([it["speaker_head"][:need] for it in items]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def checkpoint_folder(path: str | Path) -> Path:
+    """A checkpoint folder (config.json + model.safetensors), or a training run folder (its `best/`)."""
+    from .model import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS
+
+    path = Path(path)
+    for folder in (path, path / "best"):
+        if (folder / CHECKPOINT_CONFIG).is_file() and (folder / CHECKPOINT_WEIGHTS).is_file():
+            return folder
+    raise InputError(str(path), f"not a checkpoint: expected {CHECKPOINT_CONFIG} and {CHECKPOINT_WEIGHTS} "
+                     "here or in best/ (a TrainLHG run folder)")
+
+
+def _comparable(spec: dict | None) -> dict | None:
+    return None if spec is None else {k: v for k, v in spec.items() if k != "chunking_check"}
+
+
+def matching_ssl_set(dataset_dir: Path, features: dict, where: str) -> str | None:
+    """The dataset's SSL feature set equal to the one the checkpoint was trained on (None for FBank)."""
+    if features.get("speech", "fbank") == "fbank":
+        return None
+    from .dataset import LHGDataset
+
+    wanted = _comparable(features.get("ssl"))
+    sets = LHGDataset.available_ssl(dataset_dir)
+    for name, spec in sorted(sets.items()):
+        if _comparable(spec) == wanted:
+            return name
+    raise InputError(where, f"trained on SSL features {wanted.get('model') if wanted else '?'} "
+                     f"({wanted.get('mode') if wanted else '?'} mode, weights "
+                     f"{(wanted or {}).get('weights_sha256', '')[:12]}); the dataset {dataset_dir} has "
+                     f"{sorted(sets) or 'none'}: build it with BuildSplits --ssl-models <that checkpoint> "
+                     "--ssl-causal <that mode>")
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def generate_for_checkpoint(folder: Path, dataset_dir: Path, cfg: EvalConfig, positions: list[int],
+                            head_columns: list[str]) -> tuple[np.ndarray, dict]:
+    """Streaming generation for every sample -> (listener [N, C+E, D] raw units, checkpoint info)."""
+    import torch
+
+    from .model import generate, load_checkpoint
+
+    device = _device(cfg.device)
+    model, extra = load_checkpoint(folder, map_location=str(device))
+    features = extra.get("features", {})
+    trained_cols = features.get("head_columns", head_columns)
+    if list(trained_cols) != list(head_columns):
+        raise InputError(str(folder), f"trained on head columns {trained_cols}, the dataset has {head_columns}")
+    ssl_set = matching_ssl_set(dataset_dir, features, str(folder))
+    layers = features.get("ssl_layers") or None
+    data = _open(dataset_dir, cfg.split, ssl=ssl_set)
+    if layers:
+        data.ssl_layers = layers
+    norm = extra["normalization"]
+    head_mean = np.asarray(norm["head"]["mean"], np.float32)
+    head_std = np.asarray(norm["head"]["std"], np.float32)
+    fb_mean = np.asarray(norm["speech_fbank"]["mean"], np.float32)
+    fb_std = np.asarray(norm["speech_fbank"]["std"], np.float32)
+    need = cfg.context_frames + cfg.eval_frames
+    outputs = []
+    started = time.perf_counter()
+    for b in range(0, len(positions), cfg.batch_size):
+        items = [data[i] for i in positions[b:b + cfg.batch_size]]
+        speaker = np.stack([(it["speaker_head"][:need] - head_mean) / head_std for it in items])
+        listener = np.stack([(it["listener_head"][:cfg.context_frames] - head_mean) / head_std for it in items])
+        if ssl_set is None:
+            speech = np.stack([(it["speech"][:need] - fb_mean) / fb_std for it in items])
+        else:
+            speech = np.stack([it["ssl"][:need] for it in items])
+        as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)  # noqa: E731
+        out = generate(model, as_t(speech), as_t(speaker), as_t(listener), context_frames=cfg.context_frames,
+                       advance=cfg.advance)
+        outputs.append(out.float().cpu().numpy() * head_std + head_mean)
+    seconds = time.perf_counter() - started
+    info = {"checkpoint": str(folder.resolve()), "arch": model.cfg.arch, "speech": model.cfg.speech,
+            "ssl_set": ssl_set, "epoch": extra.get("epoch"), "valid_loss": extra.get("valid_loss"),
+            "generation_s": round(seconds, 3),
+            "rtf": round(seconds / (len(positions) * need / HEAD_FPS), 5)}
+    if model.cfg.speech == "ssl_wa":
+        info["layer_weights"] = [round(float(w), 5) for w in model.layer_weights().detach().cpu()]
+    return np.concatenate(outputs).astype(np.float64), info
+
+
+# ---------------------------------------------------------------------------------------------------------
+# metrics for one method
+
+
+def method_metrics(gen: np.ndarray, gt: np.ndarray, speaker: np.ndarray, gt_active: np.ndarray,
+                   centers: np.ndarray, detector: metrics.ActivityDetector, cfg: EvalConfig,
+                   vertical: int) -> dict[str, float]:
+    """Table I columns for one method; arrays are the evaluated frames' angles [N, E, 3] in degrees."""
+    active = metrics.detect_activity(gen[..., vertical], detector)
+    scores = metrics.activity_scores(active, gt_active)
+    return {
+        "L2": metrics.l2_error(gen, gt, window=cfg.long_window, convention=cfg.l2_convention),
+        "FID": metrics.fd(gen, gt, window=cfg.short_window, mode=cfg.fd_mode),
+        "Var": metrics.variation(gen, window=cfg.long_window),
+        "SI": metrics.style_index(gen, centers, window=cfg.short_window, mode=cfg.si_mode),
+        "P-FID": metrics.paired_fd(gen, gt, speaker, window=cfg.short_window, mode=cfg.fd_mode),
+        "PCC": metrics.pcc(gen, gt, mode=cfg.pcc_mode),
+        "F1": scores["f1"], "Pre": scores["precision"], "Rec": scores["recall"], "Acc": scores["accuracy"],
+        "Act": scores["act"],
+    }
+
+
+def _clean(value: Any) -> Any:
+    """JSON-ready copy: arrays to lists, NaN/inf to null, floats rounded to 6 decimals."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if not math.isfinite(float(value)) else round(float(value), 6)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def evaluate(dataset_dir: str | Path, checkpoints: dict[str, str | Path], out_dir: str | Path,
+             cfg: EvalConfig = EvalConfig(), *, extra_info: dict | None = None) -> dict:
+    """Evaluate named checkpoints and the baselines; write the report into `out_dir`; return results."""
+    from .report import write_report
+
+    cfg.validate()
+    dataset_dir = Path(dataset_dir)
+    manifest = json.loads((dataset_dir / "manifest.json").read_text())
+    head_columns = list(manifest["head_columns"])
+    missing = [c for c in ANGLES if c not in head_columns]
+    if missing:
+        raise InputError(str(dataset_dir / "manifest.json"), f"head columns lack {missing}")
+    angle_idx = [head_columns.index(c) for c in ANGLES]
+    vertical = ANGLES.index(cfg.activity_channel)
+    c, e = cfg.context_frames, cfg.eval_frames
+
+    positions, sample_info = select_samples(dataset_dir, cfg)
+    ids, listener_full, speaker_full = load_sample_heads(dataset_dir, cfg, positions)
+    gt = listener_full[:, c:c + e, angle_idx].astype(np.float64)
+    speaker = speaker_full[:, c:c + e, angle_idx].astype(np.float64)
+
+    train = valid_clips(dataset_dir, "train")
+    if not train.listener:
+        raise InputError(str(dataset_dir), "the train split has no fully valid segment (baselines need one)")
+    train_lis = [x[:, angle_idx].astype(np.float64) for x in train.listener]
+    train_spk = [x[:, angle_idx].astype(np.float64) for x in train.speaker]
+    detector = metrics.calibrate_activity([x[:, vertical] for x in train_lis], k_high=cfg.activity_k_high,
+                                          k_low=cfg.activity_k_low)
+    max_lag = int(round(cfg.xcorr_max_lag_s * HEAD_FPS))
+    lags, train_curve = metrics.pooled_cross_correlation(train_spk, train_lis, max_lag=max_lag)
+    positive = (lags >= 1) & np.isfinite(train_curve)
+    if not positive.any():
+        raise InputError(str(dataset_dir), "speaker -> listener cross-correlation undefined on the train split")
+    delay_lag = int(lags[positive][int(np.argmax(train_curve[positive]))])
+
+    outputs: dict[str, np.ndarray] = {}
+    rng_pool = [x for x in train_lis if len(x) >= e]
+    outputs["Random"] = metrics.random_clips(rng_pool, len(ids), e, seed=cfg.seed)
+    outputs["Mirror"] = metrics.mirror(speaker)
+    spk_all = speaker_full[..., angle_idx].astype(np.float64)
+    outputs["Delay Mirror"] = np.stack([metrics.delay_mirror(s, c, e, delay_lag) for s in spk_all])
+    models_info = {}
+    for name, path in checkpoints.items():
+        if name in outputs or name == "Ground Truth":
+            raise ValueError(f"method name {name!r} is reserved; name the checkpoint differently")
+        folder = checkpoint_folder(path)
+        generated, info = generate_for_checkpoint(folder, dataset_dir, cfg, positions, head_columns)
+        outputs[name] = generated[:, c:c + e, angle_idx]
+        models_info[name] = info
+
+    centers = metrics.fit_clusters(gt, k=cfg.si_clusters, seed=cfg.seed)
+    gt_active = metrics.detect_activity(gt[..., vertical], detector)
+    table = {"Ground Truth": {"Var": metrics.variation(gt, window=cfg.long_window),
+                              "SI": metrics.style_index(gt, centers, window=cfg.short_window, mode=cfg.si_mode),
+                              "Act": float(gt_active.mean())}}
+    for name, gen in outputs.items():
+        table[name] = method_metrics(gen, gt, speaker, gt_active, centers, detector, cfg, vertical)
+
+    xmax = min(max_lag, e - 2)
+    xcorr = {"lags_frames": list(range(-xmax, xmax + 1))}
+    xcorr["Ground Truth"] = metrics.cross_correlation(speaker, gt, max_lag=xmax)[1]
+    for name, gen in outputs.items():
+        xcorr[name] = metrics.cross_correlation(speaker, gen, max_lag=xmax)[1]
+
+    results = {
+        "config": cfg.to_dict(),
+        "dataset": {"dir": str(dataset_dir.resolve()), "build_id": manifest.get("build_id"),
+                    "head_columns": head_columns},
+        "samples": {**sample_info, "segment_ids": ids},
+        "angles": list(ANGLES),
+        "activity_detector": {**detector.to_dict(), "channel": cfg.activity_channel, "units": "deg/s",
+                              "calibrated_on": f"{len(train_lis)} fully valid train listener segments"},
+        "delay_mirror": {"lag_frames": delay_lag, "lag_s": delay_lag / HEAD_FPS,
+                         "train_curve": list(train_curve), "lags_frames": lags.tolist()},
+        "models": models_info,
+        "methods": list(table),  # row order (JSON objects are written with sorted keys)
+        "table": table,
+        "cross_correlation": xcorr,
+        **(extra_info or {}),
+    }
+    results = _clean(results)
+    figures = {"speaker": speaker, "Ground Truth": gt, **outputs}
+    write_report(Path(out_dir), results, figures, vertical=vertical)
+    return results
+
+
+def table_frame(results: dict) -> pd.DataFrame:
+    """The Table I numbers as a DataFrame (rows = methods, columns = metrics; NaN where undefined)."""
+    from .report import COLUMNS
+
+    rows = [{"method": name, **{col: vals.get(col) for col, _ in COLUMNS}} for name, vals in results["table"].items()]
+    return pd.DataFrame(rows).set_index("method").astype(float)
