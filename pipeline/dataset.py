@@ -33,7 +33,8 @@ class LHGDataset:
     """Map-style dataset (works with torch DataLoader) over one split of a built dataset."""
 
     def __init__(self, dataset_dir: str | Path, split: str = "train", *, normalize: bool = True,
-                 as_torch: bool = True, ssl: str | None = None, ssl_layers: list[int] | None = None):
+                 as_torch: bool = True, ssl: str | None = None, ssl_layers: list[int] | None = None,
+                 speech: bool = True):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.dataset_dir = Path(dataset_dir)
@@ -41,6 +42,7 @@ class LHGDataset:
         self.segments = table[table["split"] == split].reset_index(drop=True)
         self.normalize = normalize
         self.as_torch = as_torch
+        self.load_speech = speech  # False: heads only (baselines, calibration: no FBank reads)
         stats = json.loads((self.dataset_dir / "normalization.json").read_text())
         self._head_mean = np.asarray(stats["head"]["mean"], np.float32)
         self._head_std = np.asarray(stats["head"]["std"], np.float32)
@@ -87,18 +89,18 @@ class LHGDataset:
         a, b = int(row["offset"]), int(row["offset"]) + int(row["n_frames"])
         listener = shard.get_slice("listener_head")[a:b]
         speaker = shard.get_slice("speaker_head")[a:b]
-        speech = shard.get_slice("speech_fbank")[a:b].astype(np.float32)
+        speech = shard.get_slice("speech_fbank")[a:b].astype(np.float32) if self.load_speech else None
         listener_valid = shard.get_slice("listener_valid")[a:b].astype(bool)
         speaker_valid = shard.get_slice("speaker_valid")[a:b].astype(bool)
         if self.normalize:
             listener = (listener - self._head_mean) / self._head_std
             speaker = (speaker - self._head_mean) / self._head_std
-            speech = (speech - self._fbank_mean) / self._fbank_std
+            speech = None if speech is None else (speech - self._fbank_mean) / self._fbank_std
         item = {
             "segment_id": row["segment_id"],
             "listener_head": np.nan_to_num(listener, nan=0.0).astype(np.float32),
             "speaker_head": np.nan_to_num(speaker, nan=0.0).astype(np.float32),
-            "speech": speech,
+            **({"speech": speech} if speech is not None else {}),
             "listener_valid": listener_valid & np.isfinite(listener).all(1),
             "speaker_valid": speaker_valid & np.isfinite(speaker).all(1),
         }

@@ -77,10 +77,11 @@ class HeadClips:
     speaker: list[np.ndarray]
 
 
-def _open(dataset_dir: Path, split: str, ssl: str | None = None):
+def _open(dataset_dir: Path, split: str, ssl: str | None = None, *, speech: bool = False):
+    """Raw (unnormalised) numpy view of a split; heads only unless the speech is needed."""
     from .dataset import LHGDataset
 
-    return LHGDataset(dataset_dir, split, normalize=False, as_torch=False, ssl=ssl)
+    return LHGDataset(dataset_dir, split, normalize=False, as_torch=False, ssl=ssl, speech=speech)
 
 
 def valid_clips(dataset_dir: Path, split: str) -> HeadClips:
@@ -190,7 +191,7 @@ def generate_for_checkpoint(folder: Path, dataset_dir: Path, cfg: EvalConfig, po
         raise InputError(str(folder), f"trained on head columns {trained_cols}, the dataset has {head_columns}")
     ssl_set = matching_ssl_set(dataset_dir, features, str(folder))
     layers = features.get("ssl_layers") or None
-    data = _open(dataset_dir, cfg.split, ssl=ssl_set)
+    data = _open(dataset_dir, cfg.split, ssl=ssl_set, speech=ssl_set is None)
     if layers:
         data.ssl_layers = layers
     norm = extra["normalization"]

@@ -3,6 +3,9 @@
 One generation step = one head frame t (80 ms). Its input is the concatenation of the speaker's speech
 frames for that head frame (8 FBank frames or 4 SSL frames), the speaker head m_t^u [18] and the
 listener (agent) head m_t^a [18]; its output is the listener head for t+1..t+3 ([3, 18]).
+Head vectors are seen through ``LHGModel.head_view``: the static channels as stored, the first and
+second derivatives recomputed as causal frame differences (the dataset's Savitzky-Golay derivatives
+are centred and would reveal frames t+1..t+3, the very targets, under teacher forcing).
 
 - ``arch="lstm_transformer"``: MetaFormer blocks ``x + LSTM(LN(x))``, ``x + MLP(LN(x))`` with a
   unidirectional LSTM as token mixer and no positional encoding. Streaming carries (h, c) per block:

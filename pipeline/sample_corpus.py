@@ -1057,11 +1057,18 @@ def make_session(corpus_dir: str | Path, session_id: str, participants: Sequence
     return session_dir
 
 
-def default_session_specs(duration_s: float = 120.0, quick: bool = False) -> list[dict[str, Any]]:
+def default_session_specs(duration_s: float = 120.0, quick: bool = False,
+                          extra_sessions: int = 0) -> list[dict[str, Any]]:
     """The three built-in sessions: three annotation formats, solo and gallery layouts, four audio
-    formats' worth of variety, six participants (P01..P06) for a person-disjoint 3-way split."""
+    formats' worth of variety, six participants (P01..P06) for a person-disjoint 3-way split.
+
+    `extra_sessions` adds plain sessions s04.. (CSV, solo, 25 fps, WAV) between new people P07, P08, ...:
+    more voices and faces, so a model trained on the corpus can generalise across speakers."""
     solo = QUICK_SOLO_SIZE if quick else SOLO_SIZE
     gal = QUICK_GALLERY_SIZE if quick else GALLERY_SIZE
+    extra = [{"session_id": f"s{4 + i:02d}", "participants": [f"P{7 + 2 * i:02d}", f"P{8 + 2 * i:02d}"],
+              "annotation": "csv", "layout": "solo", "fps": 25.0, "audio_format": "wav16k", "frame_size": solo,
+              "duration_s": duration_s} for i in range(extra_sessions)]
     return [
         {"session_id": "s01", "participants": ["P01", "P02"], "annotation": "csv", "layout": "solo",
          "fps": 25.0, "audio_format": "wav16k", "frame_size": solo, "duration_s": duration_s},
@@ -1070,12 +1077,12 @@ def default_session_specs(duration_s: float = 120.0, quick: bool = False) -> lis
          "audio_offset_column": True},
         {"session_id": "s03", "participants": ["P05", "P06"], "annotation": "TextGrid", "layout": "gallery",
          "fps": 15.0, "audio_format": "mp3", "frame_size": gal, "duration_s": duration_s},
-    ]
+    ] + extra
 
 
 def make_sample_corpus(corpus_dir: str | Path, *, duration_s: float | None = None, seed: int = 0,
-                       quick: bool = False) -> Path:
-    """Build the embedded sample corpus (3 sessions, 6 participants) under `corpus_dir`.
+                       quick: bool = False, extra_sessions: int = 0) -> Path:
+    """Build the embedded sample corpus (3 sessions, 6 participants, plus `extra_sessions`) under `corpus_dir`.
 
     quick=True: same structure, smaller frames and (unless `duration_s` is given) 40 s sessions (tests).
     Idempotent: returns at once when `<corpus>/.complete.json` records the same parameters;
@@ -1083,7 +1090,7 @@ def make_sample_corpus(corpus_dir: str | Path, *, duration_s: float | None = Non
     corpus = Path(corpus_dir)
     if duration_s is None:
         duration_s = QUICK_DURATION_S if quick else 120.0
-    specs = default_session_specs(duration_s, quick)
+    specs = default_session_specs(duration_s, quick, extra_sessions)
     marker = corpus / COMPLETE_MARKER
     wanted = _jsonable({"generator_version": GENERATOR_VERSION, "duration_s": float(duration_s), "seed": int(seed),
                         "quick": bool(quick), "sessions": specs, "video_codec": video_codec_args()[1]})

@@ -206,6 +206,7 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
     import torch
     from torch.utils.data import DataLoader
 
+    from .dataset import LHGDataset
     from .model import LHGModel, load_checkpoint, save_checkpoint
 
     if cfg.amp not in ("", "bfloat16"):
@@ -219,7 +220,8 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
         raise RuntimeError(f"{dataset_dir}: the train split is empty")
     normalization = json.loads((Path(dataset_dir) / "normalization.json").read_text())
     first = collate([train_set[0]])
-    model_cfg = model_config_for(cfg, first, delta_gains(train_set, first["listener_head"].shape[-1] // 3))
+    heads_only = LHGDataset(dataset_dir, "train", speech=False)  # gains need no speech reads
+    model_cfg = model_config_for(cfg, first, delta_gains(heads_only, first["listener_head"].shape[-1] // 3))
     extra = {"train": cfg.to_dict(), "normalization": normalization, "features": feature_spec(dataset_dir, cfg),
              "dataset": str(Path(dataset_dir).resolve())}
     state_path = run_dir / "last" / "train_state.pt"

@@ -110,3 +110,12 @@ def test_evaluate_task_trains_evaluates_and_reruns_nothing(built_dataset, sample
     # a changed setting makes the report stale: it is redone (the model is not retrained)
     changed = run_luigi(EvaluateLHG(**{**params, "si_clusters": 4}))
     assert families_run(changed) == ["EvaluateLHG"], changed.summary_text
+
+
+def test_heads_only_view_skips_speech(built_dataset):
+    from pipeline.dataset import LHGDataset
+
+    full = LHGDataset(built_dataset / "dataset", "test")[0]
+    heads = LHGDataset(built_dataset / "dataset", "test", speech=False)[0]
+    assert "speech" not in heads and "speech" in full
+    assert np.array_equal(heads["listener_head"].numpy(), full["listener_head"].numpy())

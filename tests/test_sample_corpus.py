@@ -302,3 +302,11 @@ def test_facemesh_detects_faces_and_nods(corpus: Path) -> None:
         assert deltas, (sid, pid)
         # a planted nod (pitch down 8-15 deg) reads as a clear positive (nose-down) pitch change
         assert np.mean(deltas) > 5.0 and np.mean(np.array(deltas) > 2.0) >= 0.8, (sid, pid, deltas)
+
+
+def test_extra_sessions_add_new_people() -> None:
+    specs = sc.default_session_specs(60.0, quick=True, extra_sessions=2)
+    assert [s["session_id"] for s in specs] == ["s01", "s02", "s03", "s04", "s05"]
+    people = [p for s in specs for p in s["participants"]]
+    assert len(people) == len(set(people)) == 10 and people[-4:] == ["P07", "P08", "P09", "P10"]
+    assert sc.default_look("P07").f0_hz != sc.default_look("P08").f0_hz  # other voices

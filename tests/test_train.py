@@ -8,7 +8,8 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 
-from pipeline.train import collate, preset, train
+from pipeline.model import LHGModel
+from pipeline.train import batch_loss, collate, model_config_for, open_split, preset, train
 from tasks import TrainLHG
 
 from .helpers import families_run, run_luigi
@@ -61,3 +62,19 @@ def test_train_task_runs_once(built_dataset, sample_corpus, tmp_path):
     assert (task.run_dir() / "best" / "model.safetensors").is_file()
     again = run_luigi(TrainLHG(corpus=str(sample_corpus), out=str(out), preset="tiny", epochs=2))
     assert families_run(again) == []
+
+
+def test_listener_noise_only_perturbs_training_input(built_dataset):
+    data = open_split(built_dataset / "dataset", "train", preset("tiny"))
+    batch = collate([data[i] for i in range(2)])
+    torch.manual_seed(0)
+    model = LHGModel(model_config_for(preset("tiny"), batch))
+    clean, noisy = preset("tiny"), preset("tiny", listener_noise=0.5)
+    model.eval()  # evaluation never adds noise
+    assert float(batch_loss(model, batch, clean, "cpu")) == float(batch_loss(model, batch, noisy, "cpu"))
+    model.train()
+    torch.manual_seed(1)
+    a = float(batch_loss(model, batch, clean, "cpu"))
+    torch.manual_seed(1)
+    b = float(batch_loss(model, batch, noisy, "cpu"))
+    assert a != b
