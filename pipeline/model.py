@@ -462,21 +462,27 @@ def target_frames(listener_head: torch.Tensor, valid: torch.Tensor | None = None
 
 
 def masked_huber_loss(pred: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, *,
-                      context_frames: int = CONTEXT_FRAMES, delta: float = 1.0) -> torch.Tensor:
+                      context_frames: int = CONTEXT_FRAMES, delta: float = 1.0,
+                      channel_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Huber (smooth-L1) loss, mean over valid target elements whose frame lies after the context.
 
     pred/targets [B,T,K,D], mask [B,T,K]; the target of (step t, k) is frame t+1+k. Frames
     0..context_frames-1 (the 1 s ground-truth context, 12 frames = floor(1 s x 12.5 fps)) are never
     targets, but the step that predicts the first frame after the context (t = context_frames-1)
     is trained: it is exactly the step generation starts from. Returns 0 (with grad) if nothing is valid.
+    `channel_weights` [D] weights the channels (weighted mean); None = all 1.
     """
     t, k = mask.shape[1], mask.shape[2]
     frame = torch.arange(t, device=mask.device)[:, None] + 1 + torch.arange(k, device=mask.device)[None, :]
     m = mask & (frame >= context_frames)[None]
     elem = F.huber_loss(pred, targets, reduction="none", delta=delta)  # [B,T,K,D]
     w = m[..., None].to(elem.dtype)
-    n = w.sum() * elem.shape[-1]
-    return (elem * w).sum() / n.clamp(min=1.0)
+    if channel_weights is None:
+        n = w.sum() * elem.shape[-1]
+        return (elem * w).sum() / n.clamp(min=1.0)
+    cw = channel_weights.to(elem.dtype)
+    n = w.sum() * cw.sum()
+    return (elem * w * cw).sum() / n.clamp(min=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -53,6 +53,10 @@ class TrainConfig:
     # std (normalised units) of Gaussian noise added to the listener-head input while training: the
     # model cannot lean on a perfect history it will not have when generating (not in the paper: 0)
     listener_noise: float = 0.0
+    # loss weight of the derivative output channels relative to the static ones. With causal deltas the
+    # predicted derivatives are auxiliary (generation feeds back the statics and recomputes them), and
+    # their frame differences are mostly noise that would otherwise outweigh the statics 2:1 (paper: 1)
+    derivative_weight: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,7 +71,11 @@ class TrainConfig:
 PRESETS = {
     "paper": TrainConfig(),
     # trains on the embedded sample corpus on CPU in a few minutes
-    "tiny": TrainConfig(n_blocks=2, width=64, n_heads=4, dropout=0.0, epochs=40, batch_size=8, lr=2e-3),
+    # Small data: the derivative outputs (auxiliary with causal deltas) are down-weighted and the
+    # listener history is noised, or the model copies its own history and overshoots when generating
+    # (sample corpus: PCC, precision and L2 then beat every baseline, see tests/test_evaluate.py).
+    "tiny": TrainConfig(n_blocks=2, width=64, n_heads=4, dropout=0.0, epochs=40, batch_size=8, lr=2e-3,
+                        derivative_weight=0.1, listener_noise=0.2),
 }
 
 
@@ -182,7 +190,12 @@ def batch_loss(model, batch: dict, cfg: TrainConfig, device):
         valid[:, 1:] &= valid[:, :-1].clone()
         valid[:, 1:] &= valid[:, :-1].clone()
     targets, mask = target_frames(model.head_view(listener), valid, out_frames=pred.shape[-2])
-    return masked_huber_loss(pred, targets, mask, context_frames=cfg.context_frames, delta=cfg.huber_delta)
+    weights = None
+    if cfg.derivative_weight != 1.0:
+        n = pred.shape[-1] // 3
+        weights = torch.tensor([1.0] * n + [cfg.derivative_weight] * (pred.shape[-1] - n), device=pred.device)
+    return masked_huber_loss(pred, targets, mask, context_frames=cfg.context_frames, delta=cfg.huber_delta,
+                             channel_weights=weights)
 
 
 def evaluate_loss(model, loader, cfg: TrainConfig, device) -> float:

@@ -206,6 +206,18 @@ def test_target_frames_and_masked_loss_hand_computed():
     assert CONTEXT_FRAMES == 12
 
 
+def test_channel_weights_give_a_weighted_mean():
+    pred = torch.zeros(1, 3, 1, 2)
+    tgt = torch.tensor([[[[0.5, 2.0]], [[0.5, 2.0]], [[0.5, 2.0]]]])  # Huber: 0.125 and 1.5
+    mask = torch.ones(1, 3, 1, dtype=torch.bool)
+    plain = masked_huber_loss(pred, tgt, mask, context_frames=0)
+    torch.testing.assert_close(plain, torch.tensor((0.125 + 1.5) / 2))
+    only_first = masked_huber_loss(pred, tgt, mask, context_frames=0, channel_weights=torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(only_first, torch.tensor(0.125))
+    tenth = masked_huber_loss(pred, tgt, mask, context_frames=0, channel_weights=torch.tensor([1.0, 0.1]))
+    torch.testing.assert_close(tenth, torch.tensor((0.125 + 0.15) / 1.1))
+
+
 @pytest.mark.parametrize(("arch", "speech"), [("lstm_transformer", "ssl_wa"), ("transformer", "fbank")])
 def test_checkpoint_round_trip(tmp_path, arch, speech):
     torch.manual_seed(0)
