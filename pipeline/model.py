@@ -308,9 +308,10 @@ class LHGModel(nn.Module):
     def head_view(self, head: torch.Tensor) -> torch.Tensor:
         """[B,T,D] head features -> the model's view: statics kept, derivatives = causal differences.
 
-        d_t = g_d (s_t - s_{t-1}) and dd_t = g_dd (d_t - d_{t-1}) in normalised units (the gains map raw
-        per-second differences onto the stored derivatives' scale); frame 0 has d = dd = 0. Uses only
-        frames <= t, so teacher forcing cannot peek at the targets t+1..t+3. Identity when disabled.
+        d_t = g_d (s_t - s_{t-1}) and dd_t = g_dd (d_t - d_{t-1}) in normalised units (training sets the
+        gains so both have unit variance on the train split, `pipeline.train.delta_gains`); frame 0 has
+        d = dd = 0. Uses only frames <= t, so teacher forcing cannot peek at the targets t+1..t+3.
+        Identity when disabled.
         """
         if not self.cfg.causal_deltas:
             return head
