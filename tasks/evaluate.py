@@ -63,7 +63,8 @@ class EvaluateLHG(luigi.Task):
     seed = luigi.IntParameter(default=0, description="training seed and evaluation seed (sampling, Random, k-means)")
     device = luigi.Parameter(default="auto")
     # evaluation settings (pipeline.evaluate.EvalConfig)
-    split = luigi.ChoiceParameter(choices=["test", "valid", "train"], default="test")
+    split = luigi.ChoiceParameter(choices=["test", "valid", "train"], default="test",
+                                  description="split to evaluate (train/valid for diagnostics only)")
     n_samples = luigi.IntParameter(default=400)
     eval_frames = luigi.IntParameter(default=125, description="generated frames per sample (125 = 10 s)")
     long_window = luigi.IntParameter(default=125, description="L2 / Var window (frames)")
@@ -112,6 +113,7 @@ class EvaluateLHG(luigi.Task):
     def input_key(self) -> str | None:
         """Hash of everything the report depends on; None while a checkpoint does not exist yet."""
         from pipeline.corpus import FileHashCache
+        from pipeline.errors import InputError
         from pipeline.evaluate import checkpoint_folder
         from pipeline.model import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS
 
@@ -120,7 +122,7 @@ class EvaluateLHG(luigi.Task):
         for name, path in self.methods().items():
             try:
                 folder = checkpoint_folder(path)
-            except Exception:
+            except InputError:  # not trained yet
                 return None
             weights[name] = [cache.sha256(folder / CHECKPOINT_WEIGHTS), cache.sha256(folder / CHECKPOINT_CONFIG)]
         cache.save()
