@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from . import metrics
 from .constants import HEAD_FPS
@@ -168,22 +167,15 @@ def matching_ssl_set(dataset_dir: Path, features: dict, where: str) -> str | Non
                      "--ssl-causal <that mode>")
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def generate_for_checkpoint(folder: Path, dataset_dir: Path, cfg: EvalConfig, positions: list[int],
                             head_columns: list[str]) -> tuple[np.ndarray, dict]:
     """Streaming generation for every sample -> (listener [N, C+E, D] raw units, checkpoint info)."""
     import torch
 
     from .model import generate, load_checkpoint
+    from .train import resolve_device
 
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     model, extra = load_checkpoint(folder, map_location=str(device))
     features = extra.get("features", {})
     trained_cols = features.get("head_columns", head_columns)
@@ -345,11 +337,3 @@ def evaluate(dataset_dir: str | Path, checkpoints: dict[str, str | Path], out_di
     figures = {"speaker": speaker, "Ground Truth": gt, **outputs}
     write_report(Path(out_dir), results, figures, vertical=vertical)
     return results
-
-
-def table_frame(results: dict) -> pd.DataFrame:
-    """The Table I numbers as a DataFrame (rows = methods, columns = metrics; NaN where undefined)."""
-    from .report import COLUMNS
-
-    rows = [{"method": name, **{col: vals.get(col) for col, _ in COLUMNS}} for name, vals in results["table"].items()]
-    return pd.DataFrame(rows).set_index("method").astype(float)

@@ -107,7 +107,8 @@ def collate(items: list[dict]) -> dict:
     return batch
 
 
-def _device(name: str):
+def resolve_device(name: str):
+    """Device for a setting: auto = CUDA when present, else CPU; any other name goes to torch.device."""
     import torch
 
     if name == "auto":
@@ -226,7 +227,7 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
         raise ValueError(f"amp must be '' or 'bfloat16', got {cfg.amp!r}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     train_set, valid_set = open_split(dataset_dir, "train", cfg), open_split(dataset_dir, "valid", cfg)
     if len(train_set) == 0:
