@@ -344,7 +344,13 @@ def _padded_slice(wave: np.ndarray, pad: int, a: int, b: int) -> np.ndarray:
 
 
 def _cnn_segment(arch: _Arch, seg: Any, gn: Any, first_l0: int) -> Any:
-    """Conv encoder + feature projection of one padded-sample segment -> [n_frames, D] float32.
+    """Conv encoder + feature projection of one padded-sample segment -> [n_frames, D] float32."""
+    with _fp32(arch):
+        return _cnn_segment_fp32(arch, seg.float(), gn, first_l0)
+
+
+def _cnn_segment_fp32(arch: _Arch, seg: Any, gn: Any, first_l0: int) -> Any:
+    """`_cnn_segment` without autocast.
 
     `gn` is None (layer-norm encoder, or the model's own GroupNorm over this segment), a (mean, rstd)
     pair (whole-recording statistics) or a `_CumGN` (cumulative statistics; `first_l0` = index of this
@@ -355,7 +361,7 @@ def _cnn_segment(arch: _Arch, seg: Any, gn: Any, first_l0: int) -> Any:
     h = seg[None, None, :]
     if arch.group_norm:
         c0 = arch.convs[0]
-        y = c0.conv(h).float()  # normalise in fp32 even under autocast (bf16 mean subtraction is lossy)
+        y = c0.conv(h)
         if isinstance(gn, _CumGN):
             assert gn.count == first_l0, (gn.count, first_l0)
             n_new = ((seg.shape[0] - arch.rf) // arch.hop + 1) * arch.l0_per_frame
@@ -404,7 +410,8 @@ def _gn_whole_stats(arch: _Arch, wave: np.ndarray, block_l0: int = 16_000) -> An
     for i0 in range(0, total, block_l0):
         i1 = min(total, i0 + block_l0)
         seg = _padded_slice(wave, arch.pad, arch.s0 * i0, arch.s0 * (i1 - 1) + arch.k0)
-        y = conv(torch.from_numpy(np.ascontiguousarray(seg)).to(arch.device)[None, None])[0].double()
+        with _fp32(arch):
+            y = conv(torch.from_numpy(np.ascontiguousarray(seg)).to(arch.device)[None, None])[0].double()
         a, b = y.sum(-1), y.square().sum(-1)
         s1, s2 = (a, b) if s1 is None else (s1 + a, s2 + b)
     mean = s1 / total
@@ -470,7 +477,8 @@ def _attention(layer: Any, arch: _Arch, x: Any, attend: Any, idx: int) -> Any:
     q = att.q_proj(x).view(n, arch.num_heads, hd).transpose(0, 1)[None]
     k = att.k_proj(x).view(n, arch.num_heads, hd).transpose(0, 1)[None]
     v = att.v_proj(x).view(n, arch.num_heads, hd).transpose(0, 1)[None]
-    o = attend(idx, q, k, v, att.scaling)
+    with _fp32(arch):  # softmax in float32 (see _fp32)
+        o = attend(idx, q.float(), k.float(), v.float(), att.scaling)
     return att.out_proj(o[0].transpose(0, 1).reshape(n, arch.hidden))
 
 
@@ -483,14 +491,15 @@ def _run_layers(arch: _Arch, h: Any, attend: Any, keep: list[int]) -> Any:
     for i, layer in enumerate(arch.layers):
         if i >= last:
             break
+        # residual stream and LayerNorms in float32, sublayers' linear layers under autocast (see _fp32)
         if arch.stable:
-            h = h + _attention(layer, arch, layer.layer_norm(h), attend, i)
-            h = h + layer.feed_forward(layer.final_layer_norm(h))
+            h = h + _attention(layer, arch, _norm(arch, layer.layer_norm, h), attend, i).float()
+            h = h + layer.feed_forward(_norm(arch, layer.final_layer_norm, h)).float()
             if getattr(layer, "adapter_layer", None) is not None:
-                h = h + layer.adapter_layer(h)
+                h = h + layer.adapter_layer(h).float()
         else:
-            h = layer.layer_norm(h + _attention(layer, arch, h, attend, i))
-            h = layer.final_layer_norm(h + layer.feed_forward(h))
+            h = _norm(arch, layer.layer_norm, h + _attention(layer, arch, h, attend, i).float())
+            h = _norm(arch, layer.final_layer_norm, h + layer.feed_forward(h).float())
         if i + 1 in keep:
             out.append(h)
     order = sorted(set(keep))
@@ -498,6 +507,11 @@ def _run_layers(arch: _Arch, h: Any, attend: Any, keep: list[int]) -> Any:
     if order == keep:
         return stacked
     return stacked[:, [order.index(k) for k in keep]]
+
+
+def _norm(arch: _Arch, norm: Any, x: Any) -> Any:
+    with _fp32(arch):
+        return norm(x.float())
 
 
 def _sdpa(causal: bool) -> Any:
@@ -511,9 +525,10 @@ def _sdpa(causal: bool) -> Any:
 
 def _encode_window(arch: _Arch, x: Any, mode: str, keep: list[int]) -> Any:
     """One bidirectional ("none") or causal ("attention") forward over a window of features."""
-    h = x + arch.pos_module(x[None])[0]
-    if not arch.stable:
-        h = arch.enc.layer_norm(h)
+    with _fp32(arch):
+        h = x + arch.pos_module(x[None])[0]
+        if not arch.stable:
+            h = arch.enc.layer_norm(h)
     if arch.kind == "wavlm":
         return _wavlm_layers(arch, h, keep)
     return _run_layers(arch, h, _sdpa(mode == "attention"), keep)
@@ -635,12 +650,13 @@ class StreamingSSL:
             feats.append(_cnn_segment(arch, seg_t, self._gn, f0 * arch.l0_per_frame))
         self._buf = self._buf[arch.hop * n :].copy()
         x = torch.cat(feats, 0) if len(feats) > 1 else feats[0]
-        xb = _pos_input(arch, x)
-        hist = self._pos_hist.to(xb.dtype)
-        h = x + _pos_causal(arch, hist, xb)
-        self._pos_hist = torch.cat([hist, xb], 0)[xb.shape[0] :].clone()
-        if not arch.stable:
-            h = arch.enc.layer_norm(h)
+        with _fp32(arch):
+            xb = _pos_input(arch, x)
+            hist = self._pos_hist.to(xb.dtype)
+            h = x + _pos_causal(arch, hist, xb)
+            self._pos_hist = torch.cat([hist, xb], 0)[xb.shape[0] :].clone()
+            if not arch.stable:
+                h = arch.enc.layer_norm(h)
         hs = _run_layers(arch, h, self._attend, self.keep)
         self.frames_done += n
         return hs
@@ -719,22 +735,30 @@ def _to_numpy(t: Any, dtype: str) -> np.ndarray:
     return t.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
 
 
-class _NullCtx:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: Any) -> None:
-        return None
-
-
 def _autocast_ctx(arch: _Arch, autocast: str | None) -> Any:
+    """Mixed precision for the transformer's linear layers only (see `_fp32`)."""
     import torch
 
     if autocast is None:
-        return _NullCtx()
+        return contextlib.nullcontext()
     if autocast not in ("bfloat16", "float16"):
         raise ValueError(f"autocast must be None, 'bfloat16' or 'float16', got {autocast!r}")
     return torch.autocast(device_type=arch.device.type, dtype=getattr(torch, autocast))
+
+
+def _fp32(arch: _Arch) -> Any:
+    """A region that stays in float32 under autocast.
+
+    Which ops autocast lowers differs by device and CPU (CPUs with AMX/AVX512-BF16 take other
+    kernels), so the precision policy is explicit instead: the conv encoder on the raw waveform, every
+    normalisation (GroupNorm statistics, LayerNorm), the positional convolution, the residual stream
+    and the attention softmax stay in float32; only the transformer's linear layers (q/k/v/out
+    projections, feed-forward) run in the low-precision dtype. Those carry the compute, and a rounding
+    error there is not amplified by a mean subtraction or an exponential.
+    """
+    import torch
+
+    return torch.autocast(device_type=arch.device.type, enabled=False)
 
 
 def _check_wave(wave: np.ndarray) -> np.ndarray:
