@@ -27,8 +27,8 @@ def decode_only_seconds(corpus: Path) -> tuple[float, float]:
     """Seconds to decode every video frame and audio file once; and recorded hours (per participant)."""
     import cv2
 
-    from pipeline.audio import decode_audio
-    from pipeline.corpus import discover_sessions, read_session
+    from pipeline.corpus.layout import discover_sessions, read_session
+    from pipeline.media.audio import decode_audio
 
     started = time.perf_counter()
     hours = 0.0
@@ -51,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="lhg-bench-"))
     corpus, out = work / "corpus", work / "out"
-    from pipeline.sample_corpus import make_sample_corpus
+    from pipeline.sample.corpus import make_sample_corpus
 
     t = time.perf_counter()
     make_sample_corpus(corpus, quick=args.quick)

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from pipeline.constants import HEAD_HOP_S  # noqa: E402
-from pipeline.model import LHGModel, ModelConfig  # noqa: E402
+from pipeline.model.network import LHGModel, ModelConfig  # noqa: E402
+from schemas.conventions import HEAD_HOP_S  # noqa: E402
 
 SIZES = {
     "paper": dict(n_blocks=20, width=1280, n_heads=16),

@@ -3,7 +3,7 @@ on a long recording with a HuBERT-base-sized random-weight model.
 
     .venv/bin/python bench/bench_ssl_job.py --minutes 60 --mode strict
 
-Runs `pipeline.jobs.run_ssl_job` exactly as a build worker does, with a plain forward of 30 s
+Runs `pipeline.features.jobs.run_ssl_job` exactly as a build worker does, with a plain forward of 30 s
 of the same audio in the same process as the speed baseline, and prints the real-time factor,
 the ratio, peak RSS (ru_maxrss of this process) and the bytes written per hour.
 """
@@ -33,8 +33,8 @@ def main() -> None:
     import torch
     from transformers import HubertConfig, HubertModel
 
-    from pipeline.jobs import run_ssl_job
-    from pipeline.ssl import limit_torch_threads
+    from pipeline.features.jobs import run_ssl_job
+    from pipeline.features.ssl.extract import limit_torch_threads
 
     limit_torch_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="lhg-ssl-job-"))

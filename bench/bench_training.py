@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_training.py                       # builds the quick sample corpus first
     .venv/bin/python bench/bench_training.py --dataset lhg_out/dataset --sizes tiny,mid,paper
 
-For each (size, architecture) it runs `pipeline.train.train` for `--epochs` epochs (FBank input,
+For each (size, architecture) it runs `pipeline.model.train.train` for `--epochs` epochs (FBank input,
 CPU unless --device) and reports the last epoch's segments/s and loader share from the run's
 log.csv (the first epoch is warm-up). The in-run baseline is the loader alone: one pass over the
 train split through the same DataLoader and collate function, no model. Ratio = loader-only
@@ -41,7 +41,7 @@ def build_sample(workdir: Path) -> Path:
 def loader_only(dataset: Path, batch_size: int) -> float:
     from torch.utils.data import DataLoader
 
-    from pipeline.train import collate, open_split, preset
+    from pipeline.model.train import collate, open_split, preset
 
     data = open_split(dataset, "train", preset("tiny"))
     started = time.perf_counter()
@@ -64,7 +64,7 @@ def main() -> None:
 
     import torch
 
-    from pipeline.train import preset, train
+    from pipeline.model.train import preset, train
 
     with tempfile.TemporaryDirectory() as tmp:
         dataset = args.dataset or build_sample(Path(tmp))

@@ -91,9 +91,9 @@ def _head_pose(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from pipeline.errors import InputError, MediaError
-    from pipeline.fsutil import atomic_path
-    from pipeline.headpose import FaceMeshTracker, pose_from_image, track_video
+    from pipeline.common.errors import InputError, MediaError
+    from pipeline.common.fsutil import atomic_path
+    from pipeline.features.head.pose import FaceMeshTracker, pose_from_image, track_video
 
     frames: list[pd.DataFrame] = []
     failed: list[Path] = []

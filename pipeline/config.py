@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from .constants import STATIC_CHANNELS
-from .fsutil import stable_hash
+from pipeline.common.fsutil import stable_hash
+from schemas.conventions import STATIC_CHANNELS
 
 # Bump when the algorithm of a stage changes (outputs of older versions are then recomputed).
 CODE_VERSIONS = {"head": 1, "audio": 1, "session": 1, "dataset": 1, "ssl": 1}
@@ -51,7 +51,7 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class SSLConfig:
-    """SSL speech features; `models` are local checkpoint dirs or HF ids (see pipeline.checkpoints)."""
+    """SSL speech features; `models` are local checkpoint dirs or HF ids (see pipeline.features.ssl.checkpoints)."""
 
     models: tuple[str, ...] = ()
     mode: str = "attention"  # none | attention (paper) | strict

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from pipeline.constants import HEAD_FEATURE_COLUMNS, head_feature_columns
+from schemas.conventions import HEAD_FEATURE_COLUMNS, head_feature_columns
 
 
 class SchemaError(ValueError):

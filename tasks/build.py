@@ -20,12 +20,17 @@ import luigi
 import numpy as np
 import pandas as pd
 
-from pipeline.checkpoints import CheckpointError, checkpoint_sha256, model_tag, resolve_checkpoint
+from pipeline.common.errors import CorpusLayoutError, InputError
+from pipeline.common.fsutil import atomic_path, sha256_file, stable_hash, write_json_atomic
 from pipeline.config import BuildConfig, DatasetConfig, HeadConfig, SessionConfig, SSLConfig
-from pipeline.corpus import FileHashCache, ParticipantEntry, discover_sessions, read_session
-from pipeline.errors import CorpusLayoutError, InputError
-from pipeline.fsutil import atomic_path, sha256_file, stable_hash, write_json_atomic
-from pipeline.jobs import run_audio_job, run_head_job, run_ssl_job
+from pipeline.corpus.layout import FileHashCache, ParticipantEntry, discover_sessions, read_session
+from pipeline.features.jobs import run_audio_job, run_head_job, run_ssl_job
+from pipeline.features.ssl.checkpoints import (
+    CheckpointError,
+    checkpoint_sha256,
+    model_tag,
+    resolve_checkpoint,
+)
 
 from .dask_runner import run_jobs
 
@@ -187,7 +192,7 @@ class SessionSegments(_StageTask):
         return tables
 
     def run(self):
-        from pipeline.session import build_session_segments
+        from pipeline.conversation.session import build_session_segments
 
         spec = read_session(self.corpus, self.session_id)
         head_paths, fbank_paths = self._usable_tables("head"), self._usable_tables("audio")
@@ -230,7 +235,7 @@ class MakeSampleCorpus(luigi.Task):
         return luigi.LocalTarget(str(Path(self.corpus) / ".complete.json"))
 
     def run(self):
-        from pipeline.sample_corpus import make_sample_corpus
+        from pipeline.sample.corpus import make_sample_corpus
 
         make_sample_corpus(self.corpus, quick=self.quick)
 
@@ -324,7 +329,7 @@ class BuildSplits(luigi.Task):
         return self.corpus or str(Path(self.out) / "sample_corpus")
 
     def build_config(self) -> BuildConfig:
-        from pipeline.constants import PAPER5_CHANNELS, STATIC_CHANNELS
+        from schemas.conventions import PAPER5_CHANNELS, STATIC_CHANNELS
 
         ratios = tuple(float(x) for x in self.split_ratios.split(","))
         return BuildConfig(
@@ -364,8 +369,8 @@ class BuildSplits(luigi.Task):
         return luigi.LocalTarget(str(Path(self.out) / "dataset" / f"build-{self._build_id}.json"))
 
     def run(self):
-        from pipeline.build import SessionInputs, SSLSet, build_dataset
-        from pipeline.datacard import write_data_card, write_rejected
+        from pipeline.dataset.assemble import SessionInputs, SSLSet, build_dataset
+        from pipeline.dataset.datacard import write_data_card, write_rejected
 
         cfg, plan, build_id = self.plan()
         common = {"corpus": self.corpus_dir, "out": self.out, "config_id": save_config(self.out, cfg)}

@@ -1,5 +1,5 @@
 """`EvaluateLHG`: the paper's Table I, figures and JSON for trained checkpoints (thin wrapper over
-pipeline.evaluate). Without --checkpoints it trains one model through TrainLHG first, so
+pipeline.evaluation.evaluate). Without --checkpoints it trains one model through TrainLHG first, so
 
     luigi --module pipeline EvaluateLHG --preset tiny
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.fsutil import stable_hash
+from pipeline.common.fsutil import stable_hash
 
 from .build import DEFAULT_OUT, BuildSplits
 from .train import TrainLHG
@@ -62,7 +62,7 @@ class EvaluateLHG(luigi.Task):
     epochs = luigi.OptionalIntParameter(default=None)
     seed = luigi.IntParameter(default=0, description="training seed and evaluation seed (sampling, Random, k-means)")
     device = luigi.Parameter(default="auto")
-    # evaluation settings (pipeline.evaluate.EvalConfig)
+    # evaluation settings (pipeline.evaluation.evaluate.EvalConfig)
     split = luigi.ChoiceParameter(choices=["test", "valid", "train"], default="test",
                                   description="split to evaluate (train/valid for diagnostics only)")
     n_samples = luigi.IntParameter(default=400)
@@ -91,7 +91,7 @@ class EvaluateLHG(luigi.Task):
         return [self._build()] + ([] if self.checkpoints else [self._train()])
 
     def eval_config(self):
-        from pipeline.evaluate import EvalConfig
+        from pipeline.evaluation.evaluate import EvalConfig
 
         return EvalConfig(split=self.split, n_samples=self.n_samples, eval_frames=self.eval_frames,
                           long_window=self.long_window, short_window=self.short_window, advance=self.advance,
@@ -112,10 +112,10 @@ class EvaluateLHG(luigi.Task):
 
     def input_key(self) -> str | None:
         """Hash of everything the report depends on; None while a checkpoint does not exist yet."""
-        from pipeline.corpus import FileHashCache
-        from pipeline.errors import InputError
-        from pipeline.evaluate import checkpoint_folder
-        from pipeline.model import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS
+        from pipeline.common.errors import InputError
+        from pipeline.corpus.layout import FileHashCache
+        from pipeline.evaluation.evaluate import checkpoint_folder
+        from pipeline.model.network import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS
 
         cache = FileHashCache(Path(self.out) / "eval" / ".file_hashes.json")
         weights = {}
@@ -140,7 +140,7 @@ class EvaluateLHG(luigi.Task):
         return stored is not None and stored == self.input_key()
 
     def run(self):
-        from pipeline.evaluate import evaluate
+        from pipeline.evaluation.evaluate import evaluate
 
         key = self.input_key()
         evaluate(Path(self.out) / "dataset", self.methods(), self.report_dir(), self.eval_config(),

@@ -1,4 +1,4 @@
-"""`TrainLHG`: train the listener model on a built dataset (thin wrapper over pipeline.train)."""
+"""`TrainLHG`: train the listener model on a built dataset (thin wrapper over pipeline.model.train)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.fsutil import stable_hash, write_json_atomic
+from pipeline.common.fsutil import stable_hash, write_json_atomic
 
 from .build import DEFAULT_OUT, BuildSplits
 
@@ -32,7 +32,7 @@ class TrainLHG(luigi.Task):
                            ssl_causal=self.ssl_causal, quick_sample=self.quick_sample)
 
     def train_config(self):
-        from pipeline.train import preset
+        from pipeline.model.train import preset
 
         ssl_set = ""
         if self.speech != "fbank":
@@ -41,7 +41,7 @@ class TrainLHG(luigi.Task):
                       seed=self.seed, device=self.device, amp=self.amp)
 
     def _ssl_set(self) -> str:
-        from pipeline.dataset import LHGDataset
+        from pipeline.dataset.loader import LHGDataset
 
         if not self.ssl_models:
             raise ValueError(f"--speech {self.speech} needs --ssl-models")
@@ -62,7 +62,7 @@ class TrainLHG(luigi.Task):
         return luigi.LocalTarget(str(self.run_dir() / "DONE.json"))
 
     def run(self):
-        from pipeline.train import train
+        from pipeline.model.train import train
 
         run_dir = self.run_dir()
         summary = train(Path(self.out) / "dataset", run_dir, self.train_config())

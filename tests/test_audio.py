@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.audio import compute_fbank, decode_audio, ffmpeg_exe, kaldi_mel_banks
-from pipeline.constants import FBANK_FRAMES_PER_HEAD, HEAD_HOP_SAMPLES, SAMPLE_RATE
-from pipeline.errors import MediaError
+from pipeline.common.errors import MediaError
+from pipeline.features.fbank import compute_fbank, kaldi_mel_banks
+from pipeline.media.audio import decode_audio, ffmpeg_exe
+from schemas.conventions import FBANK_FRAMES_PER_HEAD, HEAD_HOP_SAMPLES, SAMPLE_RATE
 
 
 def tone(freq: float, seconds: float, sr: int = SAMPLE_RATE) -> np.ndarray:

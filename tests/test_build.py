@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.constants import HEAD_DIM
-from pipeline.dataset import LHGDataset
-from pipeline.evaluate import EvalConfig, evaluate
-from pipeline.model import load_checkpoint
+from pipeline.dataset.loader import LHGDataset
+from pipeline.evaluation.evaluate import EvalConfig, evaluate
+from pipeline.model.network import load_checkpoint
+from schemas.conventions import HEAD_DIM
 from schemas.tables import SEGMENTS_SCHEMA
 from tasks import BuildSplits, TrainLHG
 from tasks.build import plan_build
@@ -79,7 +79,7 @@ def test_second_run_runs_nothing_and_changes_nothing(built, corpus):
 
 
 def test_incremental_add_and_quarantine(built, corpus, tmp_path):
-    from pipeline.sample_corpus import make_session
+    from pipeline.sample.corpus import make_session
 
     corpus2 = tmp_path / "corpus"
     shutil.copytree(corpus, corpus2)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.corpus import FileHashCache, discover_sessions, read_session
-from pipeline.errors import CorpusLayoutError
+from pipeline.common.errors import CorpusLayoutError
+from pipeline.corpus.layout import FileHashCache, discover_sessions, read_session
 
 
 def make_session(root: Path, sid: str, csv_text: str, turns: str = "turns.csv") -> Path:

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.evaluate import EvalConfig, evaluate
-from pipeline.report import COLUMNS, best_per_column, markdown_table
-from pipeline.sample_corpus import make_sample_corpus
+from pipeline.evaluation.evaluate import EvalConfig, evaluate
+from pipeline.evaluation.report import COLUMNS, best_per_column, markdown_table
+from pipeline.sample.corpus import make_sample_corpus
 from tasks import EvaluateLHG
 from tasks.evaluate import method_label, parse_checkpoints
 
@@ -114,7 +114,7 @@ def test_evaluate_task_trains_evaluates_and_reruns_nothing(built_dataset, sample
 
 
 def test_heads_only_view_skips_speech(built_dataset):
-    from pipeline.dataset import LHGDataset
+    from pipeline.dataset.loader import LHGDataset
 
     full = LHGDataset(built_dataset / "dataset", "test")[0]
     heads = LHGDataset(built_dataset / "dataset", "test", speech=False)[0]

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.constants import HEAD_FEATURE_COLUMNS, HEAD_HOP_S, PAPER5_CHANNELS, head_feature_columns
-from pipeline.head_features import head_features_from_track
-from pipeline.headpose import RawTrack
+from pipeline.features.head.features import head_features_from_track
+from pipeline.features.head.pose import RawTrack
+from schemas.conventions import HEAD_FEATURE_COLUMNS, HEAD_HOP_S, PAPER5_CHANNELS, head_feature_columns
 
 
 def _track(pose: np.ndarray, missing: list[int] | range = ()) -> RawTrack:

@@ -16,16 +16,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.constants import HEAD_HOP_S
-from pipeline.errors import MediaError, NoFaceError
-from pipeline.head_features import head_features_from_track
-from pipeline.headpose import (
+from pipeline.common.errors import MediaError, NoFaceError
+from pipeline.features.head.features import head_features_from_track
+from pipeline.features.head.pose import (
     FaceMeshTracker,
     pose_from_image,
     pose_from_landmarks,
     rotation_to_euler,
     track_video,
 )
+from schemas.conventions import HEAD_HOP_S
 
 REPO = Path(__file__).resolve().parents[1]
 PITCH, YAW, ROLL, X, Y, Z = range(6)

@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.constants import HEAD_FPS
-from pipeline.metrics import (
+from pipeline.evaluation.metrics import (
     ActivityDetector,
     activity_scores,
     best_lag,
@@ -30,6 +29,7 @@ from pipeline.metrics import (
     variation,
     velocity,
 )
+from schemas.conventions import HEAD_FPS
 
 
 def rotation(theta: float, phi: float) -> np.ndarray:

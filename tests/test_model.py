@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pipeline.model import (  # noqa: E402
+from pipeline.model.network import (  # noqa: E402
     CONTEXT_FRAMES,
     LHGModel,
     ModelConfig,

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline import sample_corpus as sc
-from pipeline.headpose import FaceMeshTracker
+import pipeline.sample.corpus as sc
+from pipeline.features.head.pose import FaceMeshTracker
 
 SESSIONS = ("s01", "s02", "s03")
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.constants import HEAD_HOP_S
-from pipeline.segments import cut_listener_segments, drop_invalid_segments
+from pipeline.conversation.segments import cut_listener_segments, drop_invalid_segments
+from schemas.conventions import HEAD_HOP_S
 
 
 def floor_df(rows) -> pd.DataFrame:

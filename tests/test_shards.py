@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.dataset import LHGDataset
-from pipeline.fsutil import atomic_path
-from pipeline.shards import RunningStats, ShardWriter
+from pipeline.common.fsutil import atomic_path
+from pipeline.dataset.loader import LHGDataset
+from pipeline.dataset.shards import RunningStats, ShardWriter
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.splits import SPLITS, assign_splits, validate_ratios
+from pipeline.dataset.splits import SPLITS, assign_splits, validate_ratios
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,7 +100,7 @@ def test_independent_of_python_hash_seed():
     code = (
         "import json\n"
         "from tests.test_splits import make_segments\n"
-        "from pipeline.splits import assign_splits\n"
+        "from pipeline.dataset.splits import assign_splits\n"
         "s = [(f's{i}', [f'a{i}', f'b{i}'], {f'a{i}': 3, f'b{i}': 3}) for i in range(8)]\n"
         "print(json.dumps(assign_splits(make_segments(s), mode='person').registry, sort_keys=True))\n"
     )  # runs with cwd=REPO, so `tests` and `pipeline` import from this checkout

@@ -8,8 +8,8 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 
-from pipeline.model import LHGModel
-from pipeline.train import batch_loss, collate, model_config_for, open_split, preset, train
+from pipeline.model.network import LHGModel
+from pipeline.model.train import batch_loss, collate, model_config_for, open_split, preset, train
 from tasks import TrainLHG
 
 from .helpers import families_run, run_luigi

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.errors import AnnotationError
-from pipeline.turns import derive_floor, find_backchannels, read_turns
+from pipeline.common.errors import AnnotationError
+from pipeline.conversation.turns import derive_floor, find_backchannels, read_turns
 
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
 

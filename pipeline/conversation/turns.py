@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.errors import AnnotationError
+from pipeline.common.errors import AnnotationError
 
 TURN_COLUMNS = ["participant_id", "start_s", "end_s", "label"]
 FLOOR_COLUMNS = ["holder_id", "start_s", "end_s"]

@@ -16,14 +16,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.common.fsutil import atomic_path, stable_hash, write_json_atomic
+from pipeline.config import BuildConfig
+from pipeline.dataset.shards import RunningStats, ShardWriter, spec_metadata
+from pipeline.dataset.splits import assign_splits
+from schemas.conventions import FBANK_FRAMES_PER_HEAD, HEAD_HOP_S, SSL_FRAMES_PER_HEAD, head_feature_columns
 from schemas.shards import SHARD_FORMAT_VERSION
 from schemas.tables import SEGMENTS_SCHEMA, SPLITS, validate_segments
-
-from .config import BuildConfig
-from .constants import FBANK_FRAMES_PER_HEAD, HEAD_HOP_S, SSL_FRAMES_PER_HEAD, head_feature_columns
-from .fsutil import atomic_path, stable_hash, write_json_atomic
-from .shards import RunningStats, ShardWriter, spec_metadata
-from .splits import assign_splits
 
 
 @dataclass

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .fsutil import atomic_path, write_json_atomic, write_text_atomic
+from pipeline.common.fsutil import atomic_path, write_json_atomic, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def delta_gains(train_set, n_static: int) -> list[float]:
 
 
 def model_config_for(cfg: TrainConfig, sample: dict, gains: list[float] | None = None):
-    from .model import ModelConfig
+    from pipeline.model.network import ModelConfig
 
     speech = _speech(sample, cfg)
     if cfg.speech == "fbank":
@@ -160,7 +160,7 @@ def model_config_for(cfg: TrainConfig, sample: dict, gains: list[float] | None =
 
 
 def open_split(dataset_dir: str | Path, split: str, cfg: TrainConfig):
-    from .dataset import LHGDataset
+    from pipeline.dataset.loader import LHGDataset
 
     return LHGDataset(dataset_dir, split, ssl=cfg.ssl_set or None,
                       ssl_layers=list(cfg.ssl_layers) or None) if cfg.speech != "fbank" else \
@@ -178,7 +178,7 @@ def feature_spec(dataset_dir: str | Path, cfg: TrainConfig) -> dict:
 def batch_loss(model, batch: dict, cfg: TrainConfig, device):
     import torch
 
-    from .model import masked_huber_loss, target_frames
+    from pipeline.model.network import masked_huber_loss, target_frames
 
     listener = batch["listener_head"].to(device)
     valid = (batch["listener_valid"] & batch["frame_mask"]).to(device)
@@ -220,8 +220,8 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
     import torch
     from torch.utils.data import DataLoader
 
-    from .dataset import LHGDataset
-    from .model import LHGModel, load_checkpoint, save_checkpoint
+    from pipeline.dataset.loader import LHGDataset
+    from pipeline.model.network import LHGModel, load_checkpoint, save_checkpoint
 
     if cfg.amp not in ("", "bfloat16"):
         raise ValueError(f"amp must be '' or 'bfloat16', got {cfg.amp!r}")

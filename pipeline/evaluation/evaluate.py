@@ -5,7 +5,7 @@ trained checkpoint generates the listener's head autoregressively after the grou
 and three baselines answer too: Random (a random training clip), Mirror (the speaker's own motion)
 and Delay Mirror (the speaker delayed by the lag that maximises the speaker -> listener angular
 velocity cross-correlation on the training split). All metrics use the head angles (pitch, yaw,
-roll, degrees) of the evaluated frames only; their conventions are in `pipeline.metrics` and are
+roll, degrees) of the evaluated frames only; their conventions are in `pipeline.evaluation.metrics` and are
 settings here, recorded in results.json. Seeded: the same checkpoints, data and config give the
 same numbers.
 """
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from . import metrics
-from .constants import HEAD_FPS
-from .errors import InputError
+import pipeline.evaluation.metrics as metrics
+from pipeline.common.errors import InputError
+from schemas.conventions import HEAD_FPS
 
 BASELINES = ("Random", "Mirror", "Delay Mirror")
 ANGLES = ("pitch", "yaw", "roll")
@@ -33,7 +33,7 @@ ANGLES = ("pitch", "yaw", "roll")
 class EvalConfig:
     split: str = "test"
     n_samples: int = 400  # paper: 400 samples of 10 s
-    context_frames: int = 12  # 0.96 s of ground truth fed first (pipeline.model.CONTEXT_FRAMES)
+    context_frames: int = 12  # 0.96 s of ground truth fed first (pipeline.model.network.CONTEXT_FRAMES)
     eval_frames: int = 125  # 10 s generated per sample
     long_window: int = 125  # L2 and Var (10 s)
     short_window: int = 25  # FID, P-FID and SI (2 s)
@@ -78,7 +78,7 @@ class HeadClips:
 
 def _open(dataset_dir: Path, split: str, ssl: str | None = None, *, speech: bool = False):
     """Raw (unnormalised) numpy view of a split; heads only unless the speech is needed."""
-    from .dataset import LHGDataset
+    from pipeline.dataset.loader import LHGDataset
 
     return LHGDataset(dataset_dir, split, normalize=False, as_torch=False, ssl=ssl, speech=speech)
 
@@ -135,7 +135,7 @@ def load_sample_heads(dataset_dir: Path, cfg: EvalConfig, positions: list[int]) 
 
 def checkpoint_folder(path: str | Path) -> Path:
     """A checkpoint folder (config.json + model.safetensors), or a training run folder (its `best/`)."""
-    from .model import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS
+    from pipeline.model.network import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS
 
     path = Path(path)
     for folder in (path, path / "best"):
@@ -153,7 +153,7 @@ def matching_ssl_set(dataset_dir: Path, features: dict, where: str) -> str | Non
     """The dataset's SSL feature set equal to the one the checkpoint was trained on (None for FBank)."""
     if features.get("speech", "fbank") == "fbank":
         return None
-    from .dataset import LHGDataset
+    from pipeline.dataset.loader import LHGDataset
 
     wanted = _comparable(features.get("ssl"))
     sets = LHGDataset.available_ssl(dataset_dir)
@@ -172,8 +172,8 @@ def generate_for_checkpoint(folder: Path, dataset_dir: Path, cfg: EvalConfig, po
     """Streaming generation for every sample -> (listener [N, C+E, D] raw units, checkpoint info)."""
     import torch
 
-    from .model import generate, load_checkpoint
-    from .train import resolve_device
+    from pipeline.model.network import generate, load_checkpoint
+    from pipeline.model.train import resolve_device
 
     device = resolve_device(cfg.device)
     model, extra = load_checkpoint(folder, map_location=str(device))
@@ -256,7 +256,7 @@ def _clean(value: Any) -> Any:
 def evaluate(dataset_dir: str | Path, checkpoints: dict[str, str | Path], out_dir: str | Path,
              cfg: EvalConfig = EvalConfig(), *, extra_info: dict | None = None) -> dict:
     """Evaluate named checkpoints and the baselines; write the report into `out_dir`; return results."""
-    from .report import write_report
+    from pipeline.evaluation.report import write_report
 
     cfg.validate()
     dataset_dir = Path(dataset_dir)

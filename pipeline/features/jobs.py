@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .constants import HEAD_HOP_S
-from .errors import InputError
-from .fsutil import atomic_path, write_json_atomic
+from pipeline.common.errors import InputError
+from pipeline.common.fsutil import atomic_path, write_json_atomic
+from schemas.conventions import HEAD_HOP_S
 
 
 def limit_threads() -> None:
@@ -46,10 +46,9 @@ def run_head_job(job: dict[str, Any]) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from pipeline.features.head.features import extract_head_features
+    from pipeline.features.head.pose import FaceMeshTracker
     from schemas.tables import head_features_schema, validate_table
-
-    from .head_features import extract_head_features
-    from .headpose import FaceMeshTracker
 
     limit_threads()
     cfg = job["config"]
@@ -81,7 +80,7 @@ def run_head_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def run_audio_job(job: dict[str, Any]) -> dict[str, Any]:
     """FBank for one participant's audio, on the session (video) timeline: .npy + record."""
-    from .audio import fbank_for_file
+    from pipeline.features.fbank import fbank_for_file
 
     limit_threads()
     started = time.perf_counter()
@@ -109,8 +108,14 @@ def run_ssl_job(job: dict[str, Any]) -> dict[str, Any]:
     The model is loaded once per worker process and reused across recordings. A checkpoint that
     cannot be loaded is a configuration error, not bad input: it raises and fails the task.
     """
-    from .audio import decode_audio
-    from .ssl import iter_ssl, limit_torch_threads, load_ssl_model, ssl_num_frames, storage_dtype
+    from pipeline.features.ssl.extract import (
+        iter_ssl,
+        limit_torch_threads,
+        load_ssl_model,
+        ssl_num_frames,
+        storage_dtype,
+    )
+    from pipeline.media.audio import decode_audio
 
     limit_threads()
     cfg = job["config"]
@@ -159,7 +164,7 @@ def chunking_check(loaded: Any, wave: np.ndarray, chunk_s: float, options: dict,
     `strict` must be exact (streaming with carried state); `none`/`attention` use overlapping
     windows whose difference from one pass depends on the context. Reported in the data card.
     """
-    from .ssl import extract_ssl
+    from pipeline.features.ssl.extract import extract_ssl
 
     excerpt = wave[: int(excerpt_s * 16000)]
     chunk = min(chunk_s, excerpt_s / 3)  # at least three windows over the excerpt

@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping
 import numpy as np
 import pandas as pd
 
-from pipeline.constants import HEAD_HOP_S, MAX_SEGMENT_S, MIN_SEGMENT_S
+from schemas.conventions import HEAD_HOP_S, MAX_SEGMENT_S, MIN_SEGMENT_S
 
 SEGMENT_COLUMNS = ["segment_id", "session_id", "listener_id", "speaker_id", "start_s", "end_s", "n_frames"]
 _EPS = 1e-9

@@ -3,7 +3,7 @@
 Conventions (copied into the data card)
 ---------------------------------------
 - One row per head frame, ``time_s = k * 0.08`` from the start of the video (frame k is the decoded
-  video frame nearest to that time). Static channels and their signs: see ``pipeline.headpose``
+  video frame nearest to that time). Static channels and their signs: see ``pipeline.features.head.pose``
   (pitch > 0 nose down, yaw > 0 nose toward image right, roll > 0 counter-clockwise on screen,
   x/y = face position 0..1 in the tile, z = ln(tile width / inter-ocular distance), larger =
   farther). Columns: ``time_s, detected, interpolated, valid`` then the channels, ``d_<ch>`` (per
@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy.signal import savgol_filter
 
-from pipeline.constants import HEAD_HOP_S, STATIC_CHANNELS, head_feature_columns
-from pipeline.headpose import RawTrack, track_video
+from pipeline.features.head.pose import RawTrack, track_video
+from schemas.conventions import HEAD_HOP_S, STATIC_CHANNELS, head_feature_columns
 
 ANGLE_CHANNELS = frozenset({"pitch", "yaw", "roll"})
 

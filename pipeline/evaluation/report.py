@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import HEAD_FPS
-from .fsutil import atomic_path, write_json_atomic, write_text_atomic
+from pipeline.common.fsutil import atomic_path, write_json_atomic, write_text_atomic
+from schemas.conventions import HEAD_FPS
 
 # (column, goal): "min"/"max" = lower/higher is better; "gt" = closest to the ground-truth row is best
 COLUMNS: list[tuple[str, str]] = [

@@ -53,8 +53,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pipeline.constants import HEAD_HOP_S, STATIC_CHANNELS
-from pipeline.errors import MediaError, NoFaceError
+from pipeline.common.errors import MediaError, NoFaceError
+from schemas.conventions import HEAD_HOP_S, STATIC_CHANNELS
 
 N_FACEMESH_LANDMARKS = 468
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import SessionConfig
-from .constants import FBANK_FRAMES_PER_HEAD, HEAD_HOP_S
-from .segments import cut_listener_segments, drop_invalid_segments
-from .turns import derive_floor, find_backchannels, read_turns
+from pipeline.config import SessionConfig
+from pipeline.conversation.segments import cut_listener_segments, drop_invalid_segments
+from pipeline.conversation.turns import derive_floor, find_backchannels, read_turns
+from schemas.conventions import FBANK_FRAMES_PER_HEAD, HEAD_HOP_S
 
 
 @dataclass

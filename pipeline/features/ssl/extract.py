@@ -72,8 +72,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.checkpoints import CheckpointError, checkpoint_sha256, resolve_checkpoint, weight_files
-from pipeline.constants import HEAD_HOP_SAMPLES, SAMPLE_RATE, SSL_FRAMES_PER_HEAD
+from pipeline.features.ssl.checkpoints import (
+    CheckpointError,
+    checkpoint_sha256,
+    resolve_checkpoint,
+    weight_files,
+)
+from schemas.conventions import HEAD_HOP_SAMPLES, SAMPLE_RATE, SSL_FRAMES_PER_HEAD
 
 SSL_FPS = SAMPLE_RATE * SSL_FRAMES_PER_HEAD // HEAD_HOP_SAMPLES  # 50
 SSL_HOP_SAMPLES = HEAD_HOP_SAMPLES // SSL_FRAMES_PER_HEAD  # 320

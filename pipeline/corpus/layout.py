@@ -21,13 +21,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.common.errors import CorpusLayoutError
+from pipeline.common.fsutil import sha256_file, write_json_atomic
 from schemas.inputs import PARTICIPANTS_CROP as CROP_COLUMNS
 from schemas.inputs import PARTICIPANTS_OPTIONAL as OPTIONAL_COLUMNS
 from schemas.inputs import PARTICIPANTS_REQUIRED as REQUIRED_COLUMNS
 from schemas.inputs import SAFE_ID, TURN_FILES
-
-from .errors import CorpusLayoutError
-from .fsutil import sha256_file, write_json_atomic
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@
                     ssl_layers=[0, 6, 12])
     ds[0]["ssl"]           # [T, 4, L, D] speaker SSL hidden states (see manifest.json for the names)
 
-The first 12 frames (0.96 s, `pipeline.model.CONTEXT_FRAMES`: 1 s at 12.5 fps rounded down, so
+The first 12 frames (0.96 s, `pipeline.model.network.CONTEXT_FRAMES`: 1 s at 12.5 fps rounded down, so
 12 + 125 evaluation frames fit the longest 137-frame segment) of every segment are context for the
 model and excluded from its loss; that is the trainer's business, the loader returns whole segments.
 """
@@ -111,7 +111,7 @@ class LHGDataset:
             if self.ssl_layers is not None:
                 feats = feats[:, :, self.ssl_layers]
             if self._ssl_bf16:
-                from .ssl import bf16_to_float32
+                from pipeline.features.ssl.extract import bf16_to_float32
 
                 item["ssl"] = bf16_to_float32(feats)
             else:

@@ -51,9 +51,9 @@ import cv2
 import numpy as np
 from scipy import signal
 
-from pipeline.audio import ffmpeg_exe
-from pipeline.fsutil import atomic_path, write_json_atomic, write_text_atomic
-from pipeline.headpose import FaceMeshTracker
+from pipeline.common.fsutil import atomic_path, write_json_atomic, write_text_atomic
+from pipeline.features.head.pose import FaceMeshTracker
+from pipeline.media.audio import ffmpeg_exe
 
 GENERATOR_VERSION = 3  # bump whenever generated content changes (idempotence markers compare it)
 

@@ -34,7 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .constants import CONTEXT_S, FBANK_BINS, FBANK_FRAMES_PER_HEAD, HEAD_DIM, HEAD_FPS, SSL_FRAMES_PER_HEAD
+from schemas.conventions import (
+    CONTEXT_S,
+    FBANK_BINS,
+    FBANK_FRAMES_PER_HEAD,
+    HEAD_DIM,
+    HEAD_FPS,
+    SSL_FRAMES_PER_HEAD,
+)
 
 ARCHS = ("lstm_transformer", "transformer")
 SPEECH_KINDS = ("fbank", "ssl_concat", "ssl_wa")
@@ -309,7 +316,7 @@ class LHGModel(nn.Module):
         """[B,T,D] head features -> the model's view: statics kept, derivatives = causal differences.
 
         d_t = g_d (s_t - s_{t-1}) and dd_t = g_dd (d_t - d_{t-1}) in normalised units (training sets the
-        gains so both have unit variance on the train split, `pipeline.train.delta_gains`); frame 0 has
+        gains so both have unit variance on the train split, `pipeline.model.train.delta_gains`); frame 0 has
         d = dd = 0. Uses only frames <= t, so teacher forcing cannot peek at the targets t+1..t+3.
         Identity when disabled.
         """

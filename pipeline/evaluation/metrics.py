@@ -23,7 +23,7 @@ from scipy import linalg
 from scipy.ndimage import label, uniform_filter1d
 from sklearn.cluster import KMeans
 
-from pipeline.constants import HEAD_FPS
+from schemas.conventions import HEAD_FPS
 
 # Paper §III-D: L2 and Var on 125-frame (10 s) windows, FD, P-FD and SI on 25-frame (2 s) windows.
 L2_WINDOW = 125

@@ -12,11 +12,10 @@ from string import Template
 import numpy as np
 import pandas as pd
 
+from pipeline.common.fsutil import atomic_path, write_text_atomic
 from schemas.tables import REJECTED_COLUMNS, SPLITS
 
-from .fsutil import atomic_path, write_text_atomic
-
-TEMPLATE = Path(__file__).resolve().parent.parent / "data_cards" / "template.md"
+TEMPLATE = Path(__file__).resolve().parents[2] / "data_cards" / "template.md"
 PACKAGES = ("numpy", "pandas", "pyarrow", "mediapipe", "opencv-contrib-python", "luigi", "dask", "torch",
             "transformers", "safetensors", "imageio-ffmpeg")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fsutil import atomic_path
+from pipeline.common.fsutil import atomic_path
 
 
 class ShardWriter:
