@@ -1,16 +1,36 @@
 """Build settings, grouped by the stage whose output they change.
 
-Each stage's output path carries `stage_version(...)`: a hash of that stage's settings plus a code
-version bumped whenever the algorithm changes, so Luigi never reuses a stale result (GUIDE §6) and
-changing one setting recomputes exactly the outputs it affects.
+Every user-facing setting is declared once here with `setting(...)` (default, allowed values, help,
+check); `tasks/params.py` generates the Luigi parameters from these fields. Each stage's output path
+carries `stage_version(...)`: a hash of that stage's settings plus a code version bumped whenever
+the algorithm changes, so Luigi never reuses a stale result and changing one setting recomputes
+exactly the outputs it affects. The hashes depend on field names and values only (not on the field
+metadata), so declaring the settings here did not change any existing output path.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, NamedTuple
 
-from pipeline.common.fsutil import stable_hash
-from schemas.conventions import STATIC_CHANNELS
+from pipeline.common.fsutil import sha256_file, stable_hash, write_json_atomic
+from pipeline.common.settings import (
+    SettingError,
+    at_least,
+    check_settings,
+    field_values,
+    fraction,
+    greater_than,
+    options,
+    setting,
+    split_shares,
+)
+from schemas.conventions import MAX_SEGMENT_S, MIN_SEGMENT_S, PAPER5_CHANNELS, STATIC_CHANNELS
 
 # Bump when the algorithm of a stage changes (outputs of older versions are then recomputed).
 CODE_VERSIONS = {"head": 1, "audio": 1, "session": 1, "dataset": 1, "ssl": 1}
@@ -18,12 +38,17 @@ CODE_VERSIONS = {"head": 1, "audio": 1, "session": 1, "dataset": 1, "ssl": 1}
 
 @dataclass(frozen=True)
 class HeadConfig:
-    channels: tuple[str, ...] = STATIC_CHANNELS
-    max_gap_s: float = 0.5
+    channels: tuple[str, ...] = setting(STATIC_CHANNELS, "6 static head channels (18 dims) or the paper's 5 (15)",
+                                        choices={"6": STATIC_CHANNELS, "5": PAPER5_CHANNELS})
+    max_gap_s: float = setting(0.5, "face-tracking gaps up to this long (s) are interpolated; longer gaps "
+                                    "stay invalid", check=at_least(0))
     savgol_window: int = 7
     savgol_order: int = 2
-    face_model: str = ""  # optional MediaPipe FaceLandmarker .task file; "" = bundled FaceMesh
+    face_model: str = setting("", "optional MediaPipe FaceLandmarker .task file (default: the bundled FaceMesh)")
     face_model_sha256: str = ""  # content of that file, so swapping models recomputes head features
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 @dataclass(frozen=True)
@@ -33,35 +58,77 @@ class AudioConfig:
 
 @dataclass(frozen=True)
 class SessionConfig:
-    merge_gap_s: float = 0.5
-    backchannel_max_s: float = 1.0
-    min_segment_s: float = 6.0
-    max_segment_s: float = 11.0
-    max_invalid_frac: float = 0.1
+    merge_gap_s: float = setting(0.5, "talk spurts of one person separated by at most this pause (s) are one "
+                                      "floor bid", check=at_least(0))
+    backchannel_max_s: float = setting(1.0, "shorter talk during the other's floor is a backchannel (s)",
+                                       check=at_least(0))
+    min_segment_s: float = MIN_SEGMENT_S  # the paper's 6-11 s listener segments (incl. 1 s context)
+    max_segment_s: float = MAX_SEGMENT_S
+    max_invalid_frac: float = setting(0.1, "drop segments with a larger share of invalid head frames (0-1)",
+                                      check=fraction)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        if not 0 < self.min_segment_s <= self.max_segment_s:
+            raise SettingError(f"segment lengths: need 0 < min_segment_s <= max_segment_s, got "
+                               f"{self.min_segment_s} and {self.max_segment_s}")
 
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    disjoint: str = "listener"
-    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    seed: int = 0
-    shard_mb: int = 256
-    fbank_dtype: str = "float32"
+    disjoint: str = setting("listener", "listener: each person is listener in one split only; person: each "
+                                        "person appears in one split only, in any role",
+                            choices=("listener", "person"))
+    ratios: tuple[float, float, float] = setting((0.8, 0.1, 0.1), "train,valid,test share of duration",
+                                                 option="split_ratios", item=float, check=split_shares)
+    seed: int = setting(0, "seed of the split draw", check=at_least(0))
+    shard_mb: int = setting(256, "target size of one tensor shard (MB)", check=at_least(1))
+    fbank_dtype: str = setting("float32", "storage type of the FBank features", choices=("float32", "float16"))
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 @dataclass(frozen=True)
 class SSLConfig:
     """SSL speech features; `models` are local checkpoint dirs or HF ids (see pipeline.features.ssl.checkpoints)."""
 
-    models: tuple[str, ...] = ()
-    mode: str = "attention"  # none | attention (paper) | strict
-    window_s: float = 15.0  # strict: sliding causal attention window
+    models: tuple[str, ...] = setting((), "comma-separated SSL checkpoint dirs or HF ids", option="ssl_models")
+    mode: str = setting("attention", "none = bidirectional (paper's NAR), attention = masked self-attention "
+                                     "(paper), strict = exactly causal", option="ssl_causal",
+                        choices=("none", "attention", "strict"))
+    window_s: float = setting(15.0, "strict mode: causal attention window (s)", option="ssl_window_s",
+                              check=greater_than(0))
     chunk_s: float = 30.0  # none/attention: output frames per window
-    context_s: float = 5.0  # none/attention: audio context around each window
-    layers: tuple[int, ...] = ()  # () = every hidden state
-    dtype: str = "float16"  # float16 | float32 | bfloat16 (stored as uint16 bit patterns)
-    autocast: str = ""  # "" | bfloat16 | float16: mixed precision on GPU (changes values: in the key)
-    device: str = "auto"
+    context_s: float = setting(5.0, "none/attention: context around each window (s)", option="ssl_context_s",
+                               check=at_least(0))
+    # checked against the model's number of hidden states when the build is planned (negative = from the end)
+    layers: tuple[int, ...] = setting((), "comma-separated hidden-state indices (default all)",
+                                      option="ssl_layers", item=int)
+    # stored as uint16 bit patterns for bfloat16
+    dtype: str = setting("float16", "storage type of the SSL features", option="ssl_dtype",
+                         choices=("float16", "float32", "bfloat16"))
+    # mixed precision changes values: part of the key
+    autocast: str = setting("", "mixed precision for the SSL forward (GPU)", option="ssl_autocast",
+                            choices=("", "bfloat16", "float16"))
+    device: str = setting("auto", "auto (GPU when present), cpu or cuda", option="ssl_device")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Where a build reads and writes and how it treats problems; not part of any stage version."""
+
+    corpus: str = setting("", "corpus folder (default: generate the sample corpus into <out>/sample_corpus)")
+    out: str = setting("lhg_out", "output folder")
+    quick_sample: bool = setting(False, "smaller sample corpus (tests)")
+    redraw: bool = setting(False, "ignore the split registry and draw afresh (needed to change --disjoint, "
+                                  "--split-ratios or the split seed of an existing dataset)")
+    strict: bool = setting(False, "fail on any quarantined input")
+    overwrite: bool = setting(False, "replace a dataset in --out that was built with other settings (without "
+                                     "it such a build is refused)")
 
 
 @dataclass(frozen=True)
@@ -99,3 +166,92 @@ class BuildConfig:
             settings.pop("models")  # the device does not change the definition of the features
             settings.pop("device")
         return settings
+
+
+BUILD_SECTIONS = {"head": HeadConfig, "session": SessionConfig, "dataset": DatasetConfig, "ssl": SSLConfig}
+
+
+def build_config(values: Mapping[str, Any]) -> BuildConfig:
+    """The BuildConfig for command-line values keyed by option name (e.g. a BuildSplits task's parameters).
+
+    Raises SettingError naming the option for any unusable value.
+    """
+    head = field_values(HeadConfig, values)
+    if head.get("face_model"):
+        path = Path(head["face_model"]).resolve()
+        if not path.is_file():
+            raise SettingError(f"--face-model {values['face_model']}: no such file")
+        head.update(face_model=str(path), face_model_sha256=_file_sha256(str(path), *_stamp(path)))
+    return BuildConfig(head=HeadConfig(**head), session=SessionConfig(**field_values(SessionConfig, values)),
+                       dataset=DatasetConfig(**field_values(DatasetConfig, values)),
+                       ssl=SSLConfig(**field_values(SSLConfig, values)))
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+@lru_cache(maxsize=16)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """Hash once per process and file version: every task instance validates its settings."""
+    return sha256_file(path)
+
+
+SPLIT_FIELDS = ("disjoint", "ratios", "seed")  # --redraw may change these: it draws the splits afresh
+
+
+class Conflict(NamedTuple):
+    """A setting with which a build would replace a dataset built with another value."""
+
+    option: str  # command-line flag
+    message: str
+    splits: bool  # a split setting: only --redraw may change it
+
+
+def dataset_conflicts(stored: BuildConfig, requested: BuildConfig, *, redraw: bool) -> list[Conflict]:
+    """Settings with which `requested` would replace a dataset built with `stored`.
+
+    SSL: adding models to a dataset is the documented incremental path; removing models (their
+    feature sets would be deleted) or changing how features are computed is a conflict. Split
+    settings may change under `redraw`. The SSL device never changes values.
+    """
+    found = []
+    for section, cls in BUILD_SECTIONS.items():
+        old, new = getattr(stored, section), getattr(requested, section)
+        for opt in options(cls):
+            splits = section == "dataset" and opt.field in SPLIT_FIELDS
+            if (splits and redraw) or (section == "ssl" and (opt.field == "device" or not stored.ssl.models)):
+                continue
+            a, b = getattr(old, opt.field), getattr(new, opt.field)
+            if section == "ssl" and opt.field == "models":
+                missing = [m for m in a if m not in b]
+                if missing:
+                    found.append(Conflict(opt.flag, f"{opt.flag}: the dataset has features of {opt.text(a)}; this "
+                                          f"run asks for {opt.text(b) or 'none'} and would drop "
+                                          f"{opt.text(missing)}", False))
+            elif a != b:
+                found.append(Conflict(opt.flag, f"{opt.flag}: the dataset was built with {opt.text(a) or '(empty)'}, "
+                                      f"this run asks for {opt.text(b) or '(empty)'}", splits))
+    if stored.head.face_model == requested.head.face_model and \
+            stored.head.face_model_sha256 != requested.head.face_model_sha256:
+        found.append(Conflict("--face-model", f"--face-model: the file changed since the dataset was built (sha256 "
+                              f"{stored.head.face_model_sha256[:12]} -> {requested.head.face_model_sha256[:12]})",
+                              False))
+    return found
+
+
+def save_config(out: str | Path, cfg: BuildConfig) -> str:
+    """Store the settings under `work/configs/<hash>.json`; tasks carry only the short hash."""
+    config_id = stable_hash(cfg.to_dict(), 10)
+    path = Path(out) / "work" / "configs" / f"{config_id}.json"
+    if not path.exists():
+        write_json_atomic(path, cfg.to_dict())
+    return config_id
+
+
+@lru_cache(maxsize=32)
+def load_config(out: str, config_id: str) -> BuildConfig:
+    """The settings stored by `save_config` (content-addressed, so caching by id is safe)."""
+    path = Path(out) / "work" / "configs" / f"{config_id}.json"
+    return BuildConfig.from_dict(json.loads(path.read_text()))

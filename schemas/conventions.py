@@ -1,10 +1,13 @@
 """Frame-rate and feature-layout conventions shared by every stage.
 
-All time grids derive from these numbers, so head, FBank and SSL frames stay aligned exactly
-(GUIDE §1, §5): one head frame = 80 ms = 8 FBank frames (10 ms) = 4 SSL frames (20 ms).
+All time grids derive from these numbers, so head, FBank and SSL frames stay aligned exactly:
+one head frame = 80 ms = 8 FBank frames (10 ms) = 4 SSL frames (20 ms); the paper's head features
+are sampled at 12.5 fps.
 """
 
 from __future__ import annotations
+
+import math
 
 HEAD_FPS = 12.5
 HEAD_HOP_S = 1.0 / HEAD_FPS  # 0.08 s
@@ -33,6 +36,14 @@ def head_feature_columns(channels: tuple[str, ...] = STATIC_CHANNELS) -> list[st
 HEAD_FEATURE_COLUMNS: list[str] = head_feature_columns()
 HEAD_DIM = len(HEAD_FEATURE_COLUMNS)  # 18
 
+# The paper's 1 s of ground-truth context at the start of every segment. 1 s at 12.5 fps = 12.5
+# frames; we take floor(12.5) = 12 so that the context never reaches past 1 s of ground truth (the
+# 13th frame starts at 0.96 s and ends at 1.04 s, i.e. it already belongs to the generated part).
+# Training (loss mask), evaluation and generation all use CONTEXT_FRAMES.
 CONTEXT_S = 1.0
+CONTEXT_FRAMES = int(math.floor(CONTEXT_S * HEAD_FPS))  # 12
+
+# Listener segments are 6-11 s long including the context (the paper); the defaults of
+# pipeline.config.SessionConfig.min_segment_s / max_segment_s.
 MIN_SEGMENT_S = 6.0
 MAX_SEGMENT_S = 11.0

@@ -6,9 +6,12 @@ hand-edited file fails loudly instead of feeding garbage to training.
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pyarrow as pa
 
 from schemas.conventions import HEAD_FEATURE_COLUMNS, head_feature_columns
+from schemas.records import Rejection
 
 
 class SchemaError(ValueError):
@@ -43,8 +46,8 @@ SEGMENTS_SCHEMA = pa.schema([
 """`<out>/dataset/segments.parquet`: one row per listener segment. `shard`/`offset` locate the
 segment's frames (rows offset .. offset+n_frames) in the per-split tensor shards."""
 
-REJECTED_COLUMNS = ["session_id", "participant_id", "stage", "kind", "file", "where", "reason"]
-"""`<out>/dataset/rejected.csv`: one row per quarantined input with the reason."""
+REJECTED_COLUMNS = [f.name for f in fields(Rejection)]
+"""`<out>/dataset/rejected.csv`: one row per quarantined input with the reason (a `Rejection`)."""
 
 SPLITS = ("train", "valid", "test")
 

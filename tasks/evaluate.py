@@ -13,9 +13,12 @@ from pathlib import Path
 import luigi
 
 from pipeline.common.fsutil import stable_hash
+from pipeline.common.settings import field_values
+from pipeline.evaluation.config import EvalConfig
 
-from .build import DEFAULT_OUT, BuildSplits
-from .train import TrainLHG
+from .build import BuildSplits
+from .params import mixin_values, option_values, settings_mixin
+from .train import DatasetSettings, TrainLHG, TrainSettings, dataset_task
 
 
 def parse_checkpoints(text: str) -> dict[str, str]:
@@ -44,60 +47,36 @@ def method_label(speech: str, arch: str, ssl_models: str) -> str:
     return label + (" (Transformer)" if arch == "transformer" else "")
 
 
-class EvaluateLHG(luigi.Task):
-    """Evaluate checkpoints + Random / Mirror / Delay Mirror baselines into `<out>/eval/<name>/`."""
+EvalSettings = settings_mixin("EvalSettings", EvalConfig)
 
-    corpus = luigi.Parameter(default="", description="corpus folder (default: the sample corpus)")
-    out = luigi.Parameter(default=DEFAULT_OUT)
-    quick_sample = luigi.BoolParameter(default=False)
+
+class EvaluateLHG(EvalSettings, TrainSettings, DatasetSettings, luigi.Task):
+    """Evaluate checkpoints + Random / Mirror / Delay Mirror baselines into `<out>/eval/<name>/`.
+
+    Takes every BuildSplits setting (the dataset), TrainLHG's (used when --checkpoints is empty) and
+    EvalConfig's; --seed and --device serve training and evaluation.
+    """
+
     checkpoints = luigi.Parameter(default="", description="comma-separated [name=]checkpoint or TrainLHG run "
                                                            "folders; empty = train one with the TrainLHG settings")
     name = luigi.Parameter(default="report", description="report folder under <out>/eval/")
-    # used when --checkpoints is empty (passed to TrainLHG), and for SSL features of the dataset
-    preset = luigi.ChoiceParameter(choices=["paper", "tiny"], default="paper")
-    arch = luigi.ChoiceParameter(choices=["lstm_transformer", "transformer"], default="lstm_transformer")
-    speech = luigi.ChoiceParameter(choices=["fbank", "ssl_concat", "ssl_wa"], default="fbank")
-    ssl_models = luigi.Parameter(default="", description="SSL checkpoints the evaluated models were trained on")
-    ssl_causal = luigi.ChoiceParameter(choices=["none", "attention", "strict"], default="attention")
-    epochs = luigi.OptionalIntParameter(default=None)
-    seed = luigi.IntParameter(default=0, description="training seed and evaluation seed (sampling, Random, k-means)")
-    device = luigi.Parameter(default="auto")
-    # evaluation settings (pipeline.evaluation.evaluate.EvalConfig)
-    split = luigi.ChoiceParameter(choices=["test", "valid", "train"], default="test",
-                                  description="split to evaluate (train/valid for diagnostics only)")
-    n_samples = luigi.IntParameter(default=400)
-    eval_frames = luigi.IntParameter(default=125, description="generated frames per sample (125 = 10 s)")
-    long_window = luigi.IntParameter(default=125, description="L2 / Var window (frames)")
-    short_window = luigi.IntParameter(default=25, description="FID / P-FID / SI window (frames)")
-    advance = luigi.IntParameter(default=1, description="frames kept per generation step (1..3)")
-    l2_convention = luigi.ChoiceParameter(choices=["mse", "euclidean"], default="mse")
-    fd_mode = luigi.ChoiceParameter(choices=["per_window", "pooled"], default="per_window")
-    si_clusters = luigi.IntParameter(default=8)
-    si_mode = luigi.ChoiceParameter(choices=["per_window", "pooled"], default="per_window")
-    pcc_mode = luigi.ChoiceParameter(choices=["per_sequence", "pooled"], default="per_sequence")
-    activity_k_high = luigi.FloatParameter(default=3.0)
-    activity_k_low = luigi.FloatParameter(default=1.5)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._build()  # checks the dataset settings now, before anything is scheduled
+        self.eval_config().validate()
 
     def _build(self) -> BuildSplits:
-        return BuildSplits(corpus=self.corpus, out=self.out, ssl_models=self.ssl_models, ssl_causal=self.ssl_causal,
-                           quick_sample=self.quick_sample)
+        return dataset_task(self)
 
     def _train(self) -> TrainLHG:
-        return TrainLHG(corpus=self.corpus, out=self.out, preset=self.preset, arch=self.arch, speech=self.speech,
-                        ssl_models=self.ssl_models, ssl_causal=self.ssl_causal, epochs=self.epochs, seed=self.seed,
-                        device=self.device, quick_sample=self.quick_sample)
+        return TrainLHG(**mixin_values(self, TrainSettings), **mixin_values(self, DatasetSettings))
 
     def requires(self):
         return [self._build()] + ([] if self.checkpoints else [self._train()])
 
-    def eval_config(self):
-        from pipeline.evaluation.evaluate import EvalConfig
-
-        return EvalConfig(split=self.split, n_samples=self.n_samples, eval_frames=self.eval_frames,
-                          long_window=self.long_window, short_window=self.short_window, advance=self.advance,
-                          l2_convention=self.l2_convention, fd_mode=self.fd_mode, si_clusters=self.si_clusters,
-                          si_mode=self.si_mode, pcc_mode=self.pcc_mode, activity_k_high=self.activity_k_high,
-                          activity_k_low=self.activity_k_low, seed=self.seed, device=self.device)
+    def eval_config(self) -> EvalConfig:
+        return EvalConfig(**field_values(EvalConfig, option_values(self, EvalConfig)))
 
     def methods(self) -> dict[str, str]:
         if self.checkpoints:

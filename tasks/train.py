@@ -1,4 +1,10 @@
-"""`TrainLHG`: train the listener model on a built dataset (thin wrapper over pipeline.model.train)."""
+"""`TrainLHG`: train the listener model on a built dataset (thin wrapper over pipeline.model.train).
+
+TrainLHG takes every BuildSplits setting and passes them to the BuildSplits it requires, so it
+trains on exactly the dataset those settings describe (a dataset in --out built with other settings
+is refused, never silently rebuilt). Its --seed is the training seed; the dataset's split seed is
+--split-seed here.
+"""
 
 from __future__ import annotations
 
@@ -7,50 +13,50 @@ from pathlib import Path
 import luigi
 
 from pipeline.common.fsutil import stable_hash, write_json_atomic
+from pipeline.common.settings import field_values
+from pipeline.model.train import PRESETS, TrainConfig
 
-from .build import DEFAULT_OUT, BuildSplits
+from .build import BUILD_CLASSES, BuildSplits
+from .params import option_values, settings_mixin
+
+DATASET_RENAME = {"seed": "split_seed"}  # --seed is the training seed in TrainLHG and EvaluateLHG
+DatasetSettings = settings_mixin("DatasetSettings", *BUILD_CLASSES, rename=DATASET_RENAME)
 
 
-class TrainLHG(luigi.Task):
+class TrainSettings(settings_mixin("TrainConfigSettings", TrainConfig)):
+    """TrainConfig's settings plus the preset they override."""
+
+    preset = luigi.ChoiceParameter(choices=sorted(PRESETS), default="paper", positional=False,
+                                   description="paper settings, or tiny (the sample corpus on a CPU in minutes)")
+
+
+def dataset_task(task: luigi.Task) -> BuildSplits:
+    """The BuildSplits of a task that mixes in DatasetSettings: the same settings, BuildSplits' names."""
+    return BuildSplits(**option_values(task, *BUILD_CLASSES, rename=DATASET_RENAME))
+
+
+class TrainLHG(TrainSettings, DatasetSettings, luigi.Task):
     """`luigi --module pipeline TrainLHG --preset tiny` trains on the sample corpus (CPU, minutes)."""
 
-    corpus = luigi.Parameter(default="", description="corpus folder (default: the sample corpus)")
-    out = luigi.Parameter(default=DEFAULT_OUT)
-    preset = luigi.ChoiceParameter(choices=["paper", "tiny"], default="paper")
-    arch = luigi.ChoiceParameter(choices=["lstm_transformer", "transformer"], default="lstm_transformer")
-    speech = luigi.ChoiceParameter(choices=["fbank", "ssl_concat", "ssl_wa"], default="fbank")
-    ssl_models = luigi.Parameter(default="", description="SSL checkpoint for ssl_* speech (passed to BuildSplits)")
-    ssl_causal = luigi.ChoiceParameter(choices=["none", "attention", "strict"], default="attention")
-    epochs = luigi.OptionalIntParameter(default=None, description="override the preset's epochs")
-    seed = luigi.IntParameter(default=0)
-    device = luigi.Parameter(default="auto")
-    amp = luigi.ChoiceParameter(choices=["", "bfloat16"], default="", description="mixed precision")
-    quick_sample = luigi.BoolParameter(default=False)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.requires()  # checks the dataset settings now, before anything is scheduled
 
     def requires(self):
-        return BuildSplits(corpus=self.corpus, out=self.out, ssl_models=self.ssl_models,
-                           ssl_causal=self.ssl_causal, quick_sample=self.quick_sample)
+        return dataset_task(self)
 
-    def train_config(self):
+    def train_config(self) -> TrainConfig:
         from pipeline.model.train import preset
 
-        ssl_set = ""
-        if self.speech != "fbank":
-            ssl_set = self._ssl_set()
-        return preset(self.preset, arch=self.arch, speech=self.speech, ssl_set=ssl_set, epochs=self.epochs,
-                      seed=self.seed, device=self.device, amp=self.amp)
+        ssl_set = self._ssl_set() if self.speech != "fbank" else ""
+        return preset(self.preset, ssl_set=ssl_set, **field_values(TrainConfig, option_values(self, TrainConfig)))
 
     def _ssl_set(self) -> str:
-        from pipeline.dataset.loader import LHGDataset
+        from pipeline.dataset.assemble import ssl_set_for
 
         if not self.ssl_models:
             raise ValueError(f"--speech {self.speech} needs --ssl-models")
-        sets = LHGDataset.available_ssl(Path(self.out) / "dataset")
-        first = self.ssl_models.split(",")[0].strip()
-        names = [n for n, spec in sets.items() if spec["model"] == first and spec["mode"] == self.ssl_causal]
-        if not names:
-            raise ValueError(f"no SSL features for {first} ({self.ssl_causal}) in {self.out}/dataset")
-        return names[0]
+        return ssl_set_for(Path(self.out) / "dataset", self.ssl_models.split(",")[0].strip(), self.ssl_causal)
 
     def run_dir(self) -> Path:
         build = Path(self.requires().output().path).stem  # changes whenever the dataset does

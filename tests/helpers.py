@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import luigi
@@ -32,3 +34,18 @@ def families_run(result) -> list[str]:
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@contextmanager
+def task_failures() -> Iterator[dict[str, BaseException]]:
+    """Collect the exception of every task that fails while the block runs (task family -> exception)."""
+    found: dict[str, BaseException] = {}
+
+    def record(task: luigi.Task, exc: BaseException) -> None:
+        found[task.get_task_family()] = exc
+
+    luigi.Task.event_handler(luigi.Event.FAILURE)(record)
+    try:
+        yield found
+    finally:
+        luigi.Task._event_callbacks[luigi.Task][luigi.Event.FAILURE].discard(record)

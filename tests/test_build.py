@@ -17,14 +17,14 @@ import pandas as pd
 import pytest
 
 from pipeline.dataset.loader import LHGDataset
+from pipeline.dataset.plan import plan_build
 from pipeline.evaluation.evaluate import EvalConfig, evaluate
 from pipeline.model.network import load_checkpoint
 from schemas.conventions import HEAD_DIM
 from schemas.tables import SEGMENTS_SCHEMA
 from tasks import BuildSplits, TrainLHG
-from tasks.build import plan_build
 
-from .helpers import families_run, run_build, run_luigi, snapshot
+from .helpers import families_run, run_build, run_luigi, snapshot, task_failures
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,12 +151,34 @@ def test_kill_and_resume(corpus, tmp_path):
     assert len(pd.read_parquet(out / "dataset" / "segments.parquet")) > 0
 
 
+def test_other_settings_never_replace_a_dataset(built, corpus, tmp_path):
+    """BuildSplits or TrainLHG with other settings into the same --out are refused before any work, naming
+    the stored and the requested value; the dataset and its build marker stay as they were."""
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    before = snapshot(out / "dataset")
+    assert len(list((out / "dataset").glob("build-*.json"))) == 1
+    for task in (BuildSplits(corpus=str(corpus), out=str(out), channels="5"),
+                 TrainLHG(corpus=str(corpus), out=str(out), channels="5", preset="tiny", epochs=1)):
+        with task_failures() as failed:
+            result = run_luigi(task)
+        assert result.status.name != "SUCCESS"
+        assert families_run(result) == [], result.summary_text  # nothing was extracted
+        message = str(failed["BuildSplits"])
+        assert "--channels: the dataset was built with 6, this run asks for 5" in message, message
+        assert "--overwrite" in message and "another --out" in message
+        assert snapshot(out / "dataset") == before
+
+
 def test_setting_change_recomputes_only_affected_stages(built, corpus, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(built, out)
-    result = run_build(corpus=str(corpus), out=str(out), max_invalid_frac=0.2)
+    refused = run_build(corpus=str(corpus), out=str(out), max_invalid_frac=0.2)
+    assert refused.status.name != "SUCCESS" and families_run(refused) == []
+    result = run_build(corpus=str(corpus), out=str(out), max_invalid_frac=0.2, overwrite=True)
     assert result.status.name == "SUCCESS", result.summary_text
     assert sorted(set(families_run(result))) == ["BuildSplits", "SessionSegments"], result.summary_text
+    assert len(list((out / "dataset").glob("build-*.json"))) == 1  # the replaced build's marker is gone
     # an edited annotation recomputes that session (and the aggregate) only
     corpus2 = tmp_path / "corpus"
     shutil.copytree(corpus, corpus2)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.common.errors import CorpusLayoutError
-from pipeline.corpus.layout import FileHashCache, discover_sessions, read_session
+from pipeline.corpus.layout import FileHashCache, discover_sessions, read_session, read_session_cached
 
 
 def make_session(root: Path, sid: str, csv_text: str, turns: str = "turns.csv") -> Path:
@@ -80,3 +80,16 @@ def test_hash_cache_reuses_and_notices_changes(tmp_path):
     assert again.sha256(f) == first
     f.write_bytes(b"two!")
     assert again.sha256(f) != first
+
+
+def test_session_layout_is_parsed_once_until_it_changes(tmp_path):
+    make_session(tmp_path, "s1", GOOD)
+    first = read_session_cached(tmp_path, "s1")
+    assert read_session_cached(tmp_path, "s1") is first  # the planner and every task share one parse
+    (tmp_path / "sessions" / "s1" / "participants.csv").write_text(GOOD.replace("B,b.mp4", "Bee,b.mp4"))
+    assert read_session_cached(tmp_path, "s1").participant_ids == ["A", "Bee"]
+    (tmp_path / "sessions" / "s1" / "turns.csv").rename(tmp_path / "sessions" / "s1" / "turns.TextGrid")
+    assert read_session_cached(tmp_path, "s1").turns_path.name == "turns.TextGrid"  # folder changed
+    (tmp_path / "sessions" / "s1" / "participants.csv").unlink()
+    with pytest.raises(CorpusLayoutError, match="missing participants.csv"):
+        read_session_cached(tmp_path, "s1")

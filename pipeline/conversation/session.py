@@ -1,4 +1,8 @@
-"""One session from parsed inputs to listener segments: turns -> floor -> segments -> validity."""
+"""One session from parsed inputs to listener segments: turns -> floor -> segments -> validity.
+
+`process_session` is the per-session step of a build: it takes the session's parsed layout and the
+records of its per-recording features, and writes the segment tables plus a `SessionRecord`.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.common.errors import InputError, MediaError
+from pipeline.common.fsutil import atomic_path, write_json_atomic
 from pipeline.config import SessionConfig
 from pipeline.conversation.segments import cut_listener_segments, drop_invalid_segments
 from pipeline.conversation.turns import derive_floor, find_backchannels, read_turns
+from pipeline.corpus.layout import SessionSpec
 from schemas.conventions import FBANK_FRAMES_PER_HEAD, HEAD_HOP_S
+from schemas.records import RecordingRecord, Rejection, SessionRecord
 
 
 @dataclass
@@ -70,3 +78,49 @@ def build_session_segments(session_id: str, turns_path: str | Path, all_particip
         if len(dropped) else {},
     }
     return SessionSegments(kept.reset_index(drop=True), dropped.reset_index(drop=True), stats)
+
+
+def _usable_tables(records: list[RecordingRecord]) -> dict[str, Path]:
+    """participant id -> data file of the recordings that were not quarantined."""
+    return {r.participant_id: r.data_file for r in records if r.ok}
+
+
+def process_session(spec: SessionSpec, head: list[RecordingRecord], audio: list[RecordingRecord],
+                    cfg: SessionConfig, out_record: str | Path) -> SessionRecord:
+    """Cut one session's listener segments and write `<out_record>` (JSON) plus its Parquet tables.
+
+    A session with fewer than two usable participants, or with unusable turn annotations, is
+    rejected (recorded with the reason), never a crash.
+    """
+    out_record = Path(out_record)
+    head_paths, fbank_paths = _usable_tables(head), _usable_tables(audio)
+    usable = sorted(set(head_paths) & set(fbank_paths))
+    tables = {"head_tables": {p: str(head_paths[p]) for p in usable},
+              "fbank_tables": {p: str(fbank_paths[p]) for p in usable}}
+    result, problem, stage = None, None, "session"
+    if len(usable) < 2:
+        problem = MediaError(spec.root, f"fewer than two participants with usable video and audio "
+                                        f"(usable: {usable or 'none'})")
+    else:
+        heads = {p: pd.read_parquet(head_paths[p]) for p in usable}
+        fbanks = {p: int(np.load(fbank_paths[p], mmap_mode="r").shape[0]) for p in usable}
+        try:
+            result = build_session_segments(spec.session_id, spec.turns_path, spec.participant_ids, heads, fbanks,
+                                            cfg)
+        except InputError as exc:
+            problem, stage = exc, "turns"
+    if result is None:
+        record = SessionRecord(spec.session_id, "rejected", **tables,
+                               rejection=Rejection.from_error(problem, spec.session_id, stage=stage))
+    else:
+        segments_path = out_record.with_suffix(".parquet")
+        with atomic_path(segments_path) as tmp:
+            result.segments.to_parquet(tmp, index=False)
+        dropped_path = out_record.with_suffix(".dropped.parquet")
+        text_columns = {c: str for c in result.dropped.columns if result.dropped[c].dtype == object}
+        with atomic_path(dropped_path) as tmp:
+            result.dropped.astype(text_columns).to_parquet(tmp, index=False)
+        record = SessionRecord(spec.session_id, "ok", **tables, segments_table=str(segments_path),
+                               dropped_table=str(dropped_path), stats=result.stats)
+    write_json_atomic(out_record, record.to_dict())
+    return record

@@ -19,6 +19,7 @@ import math
 import os
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from pipeline.common.errors import CorpusLayoutError
@@ -142,11 +143,31 @@ def read_session(corpus: str | Path, session_id: str) -> SessionSpec:
     return SessionSpec(session_id, session_dir, tuple(entries), turn_files[0])
 
 
+def read_session_cached(corpus: str | Path, session_id: str) -> SessionSpec:
+    """`read_session`, parsed once per process while participants.csv and the session folder are unchanged.
+
+    The planner and every recording task of a build need the same session; the cache key is the
+    file's size and mtime plus the folder's mtime (which changes when files are added, removed or
+    renamed), so an edited session is read afresh. Errors are not cached.
+    """
+    session_dir = Path(corpus) / "sessions" / session_id
+    try:
+        csv_stat, dir_stat = os.stat(session_dir / "participants.csv"), os.stat(session_dir)
+    except OSError:
+        return read_session(corpus, session_id)  # raises the layout error naming the file
+    return _read_session_once(str(corpus), session_id, csv_stat.st_size, csv_stat.st_mtime_ns, dir_stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=4096)
+def _read_session_once(corpus: str, session_id: str, *stamp: int) -> SessionSpec:
+    return read_session(corpus, session_id)
+
+
 class FileHashCache:
     """sha256 of input files, cached by (path, size, mtime_ns) in a JSON file.
 
-    Output paths encode input content hashes (GUIDE §6); re-hashing hours of video on every
-    `luigi` invocation would cost minutes, so unchanged files reuse their stored hash.
+    Output paths encode input content hashes (so changed media produce new outputs); re-hashing hours
+    of video on every `luigi` invocation would cost minutes, so unchanged files reuse their stored hash.
     """
 
     def __init__(self, cache_path: str | Path):

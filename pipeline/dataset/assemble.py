@@ -2,11 +2,14 @@
 
 Runs once per change of the corpus or settings. Per-recording outputs are only read, never
 rewritten, so adding a session leaves every earlier recording's features byte-identical.
+`assemble_build` is the whole step as BuildSplits runs it: it gathers the typed records of a build
+plan, writes rejected.csv, the dataset, the data card and the build marker.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +21,15 @@ import pyarrow.parquet as pq
 
 from pipeline.common.fsutil import atomic_path, stable_hash, write_json_atomic
 from pipeline.config import BuildConfig
+from pipeline.dataset.plan import BuildPlan, SSLModel, WorkLayout
 from pipeline.dataset.shards import RunningStats, ShardWriter, spec_metadata
 from pipeline.dataset.splits import assign_splits
 from schemas.conventions import FBANK_FRAMES_PER_HEAD, HEAD_HOP_S, SSL_FRAMES_PER_HEAD, head_feature_columns
+from schemas.records import RecordingKey, RecordingRecord, Rejection, SessionRecord
 from schemas.shards import SHARD_FORMAT_VERSION
 from schemas.tables import SEGMENTS_SCHEMA, SPLITS, validate_segments
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -127,53 +134,13 @@ def build_dataset(sessions: list[SessionInputs], dataset_dir: str | Path, cfg: B
     """Assign splits, write shards, segments.parquet, normalization.json and manifest.json."""
     dataset_dir = Path(dataset_dir)
     dataset_dir.mkdir(parents=True, exist_ok=True)
-    parts = [pd.read_parquet(s.segments_table) for s in sessions]
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        raise RuntimeError("no usable segments in any session: see rejected.csv and the session reports")
-    segments = pd.concat(parts, ignore_index=True)
-    registry_path = dataset_dir / "splits_registry.json"
-    ds = cfg.dataset
-    result = assign_splits(segments, mode=ds.disjoint, ratios=ds.ratios, seed=ds.seed,
-                           registry=load_registry(registry_path), redraw=redraw)
-    write_json_atomic(registry_path, result.registry)
-    segments["split"] = segments["segment_id"].map(result.segment_split)
-    segments = segments[segments["split"].notna()].copy()
-    segments = segments.sort_values(["session_id", "start_s", "listener_id"], kind="stable").reset_index(drop=True)
+    segments, result = _split_segments(sessions, dataset_dir, cfg, redraw=redraw)
     # Head/FBank shards are keyed by what they hold (segments, splits, per-session inputs, settings),
     # not by the build id, so adding an SSL model reuses them untouched.
     core_id = stable_hash([cfg.stage_version("dataset"), sorted(str(s.segments_table.name) for s in sessions),
                            segments[["segment_id", "split", "n_frames"]].astype(str).to_numpy().tolist()], 12)
-
     head_cols = head_feature_columns(cfg.head.channels)
-    spec = {"format_version": SHARD_FORMAT_VERSION, "head_columns": head_cols, "head_fps": 12.5,
-            "fbank_frames_per_head": FBANK_FRAMES_PER_HEAD, "fbank_bins": cfg.audio.fbank_bins,
-            "fbank_dtype": ds.fbank_dtype, "shard_set": core_id}
-    by_session = {s.session_id: s for s in sessions}
-    head_stats = RunningStats(len(head_cols))
-    fbank_stats = RunningStats(cfg.audio.fbank_bins)
-
-    def load_core(session_id: str):
-        inputs = by_session[session_id]
-        return ({p: pd.read_parquet(path) for p, path in inputs.head_tables.items()},
-                {p: np.load(path, mmap_mode="r") for p, path in inputs.fbank_tables.items()})
-
-    def accumulate(arrays: dict[str, np.ndarray]) -> None:
-        for role in ("listener", "speaker"):
-            head_stats.update(arrays[f"{role}_head"][arrays[f"{role}_valid"].astype(bool)])
-        fbank_stats.update(arrays["speech_fbank"].astype(np.float32))
-
-    core_folder = dataset_dir / "shards" / core_id
-    reused = (core_folder / "_COMPLETE.json").is_file()
-    index = write_shard_set(
-        segments, core_folder, load_session=load_core,
-        make_arrays=lambda seg, t: _segment_arrays(seg, t[0], t[1], head_cols, ds.fbank_dtype),
-        max_bytes=ds.shard_mb << 20, spec=spec, on_train=accumulate)
-    norm_path = core_folder / "normalization.json"
-    if not reused:
-        write_json_atomic(norm_path, {"source": "train split, valid frames of listener and speaker heads",
-                                      "head_columns": head_cols, "head": head_stats.result(),
-                                      "speech_fbank": fbank_stats.result()})
+    index, norm_path = _write_core_shards(segments, sessions, dataset_dir / "shards" / core_id, cfg, head_cols)
     location = index.set_index("segment_id")
     segments["shard"] = [f"shards/{core_id}/{name}" for name in location.loc[segments["segment_id"], "shard"]]
     segments["offset"] = location.loc[segments["segment_id"], "offset"].to_numpy(np.int64)
@@ -181,21 +148,13 @@ def build_dataset(sessions: list[SessionInputs], dataset_dir: str | Path, cfg: B
     segments["invalid_frac"] = segments["invalid_frac"].astype(np.float32)
     table = validate_segments(pa.Table.from_pandas(segments[SEGMENTS_SCHEMA.names], schema=SEGMENTS_SCHEMA,
                                                    preserve_index=False))
-
-    manifest_ssl = {}
-    for ssl in ssl_sets or []:
-        folder = dataset_dir / "ssl" / ssl.name / core_id
-        write_shard_set(segments, folder, max_bytes=ds.shard_mb << 20, spec={**ssl.spec, "shard_set": core_id},
-                        load_session=lambda sid, ssl=ssl: {p: np.load(path, mmap_mode="r")
-                                                           for p, path in ssl.tables.get(sid, {}).items()},
-                        make_arrays=_ssl_arrays)
-        manifest_ssl[ssl.name] = {"dir": f"ssl/{ssl.name}/{core_id}", "spec": ssl.spec}
-        _remove_other(dataset_dir / "ssl" / ssl.name, {core_id})
-    _remove_other(dataset_dir / "ssl", set(manifest_ssl))
+    manifest_ssl = _write_ssl_sets(segments, dataset_dir, ssl_sets or [], core_id, cfg.dataset.shard_mb)
 
     write_json_atomic(dataset_dir / "normalization.json", json.loads(norm_path.read_text()))
+    # the settings are stored so a later build with other settings is refused (pipeline.dataset.plan)
     write_json_atomic(dataset_dir / "manifest.json", {"build_id": build_id, "shard_set": core_id,
-                                                      "head_columns": head_cols, "ssl": manifest_ssl})
+                                                      "head_columns": head_cols, "ssl": manifest_ssl,
+                                                      "config": cfg.to_dict()})
     with atomic_path(dataset_dir / "segments.parquet") as tmp:
         pq.write_table(table, tmp)
     _remove_other(dataset_dir / "shards", {core_id})  # older builds are unreferenced now
@@ -215,5 +174,163 @@ def build_dataset(sessions: list[SessionInputs], dataset_dir: str | Path, cfg: B
     }
 
 
+def _split_segments(sessions: list[SessionInputs], dataset_dir: Path, cfg: BuildConfig, *, redraw: bool):
+    """All sessions' segments with their split (kept ones only, sorted by session and time); the registry is saved."""
+    parts = [pd.read_parquet(s.segments_table) for s in sessions]
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        raise RuntimeError("no usable segments in any session: see rejected.csv and the session reports")
+    segments = pd.concat(parts, ignore_index=True)
+    registry_path = dataset_dir / "splits_registry.json"
+    ds = cfg.dataset
+    result = assign_splits(segments, mode=ds.disjoint, ratios=ds.ratios, seed=ds.seed,
+                           registry=load_registry(registry_path), redraw=redraw)
+    write_json_atomic(registry_path, result.registry)
+    segments["split"] = segments["segment_id"].map(result.segment_split)
+    segments = segments[segments["split"].notna()].copy()
+    segments = segments.sort_values(["session_id", "start_s", "listener_id"], kind="stable").reset_index(drop=True)
+    return segments, result
+
+
+def _write_core_shards(segments: pd.DataFrame, sessions: list[SessionInputs], core_folder: Path, cfg: BuildConfig,
+                       head_cols: list[str]) -> tuple[pd.DataFrame, Path]:
+    """Head/FBank shards and their train-split normalisation statistics (reused when already complete)."""
+    ds = cfg.dataset
+    spec = {"format_version": SHARD_FORMAT_VERSION, "head_columns": head_cols, "head_fps": 12.5,
+            "fbank_frames_per_head": FBANK_FRAMES_PER_HEAD, "fbank_bins": cfg.audio.fbank_bins,
+            "fbank_dtype": ds.fbank_dtype, "shard_set": core_folder.name}
+    by_session = {s.session_id: s for s in sessions}
+    head_stats = RunningStats(len(head_cols))
+    fbank_stats = RunningStats(cfg.audio.fbank_bins)
+
+    def load_core(session_id: str):
+        inputs = by_session[session_id]
+        return ({p: pd.read_parquet(path) for p, path in inputs.head_tables.items()},
+                {p: np.load(path, mmap_mode="r") for p, path in inputs.fbank_tables.items()})
+
+    def accumulate(arrays: dict[str, np.ndarray]) -> None:
+        for role in ("listener", "speaker"):
+            head_stats.update(arrays[f"{role}_head"][arrays[f"{role}_valid"].astype(bool)])
+        fbank_stats.update(arrays["speech_fbank"].astype(np.float32))
+
+    reused = (core_folder / "_COMPLETE.json").is_file()
+    index = write_shard_set(
+        segments, core_folder, load_session=load_core,
+        make_arrays=lambda seg, t: _segment_arrays(seg, t[0], t[1], head_cols, ds.fbank_dtype),
+        max_bytes=ds.shard_mb << 20, spec=spec, on_train=accumulate)
+    norm_path = core_folder / "normalization.json"
+    if not reused:
+        write_json_atomic(norm_path, {"source": "train split, valid frames of listener and speaker heads",
+                                      "head_columns": head_cols, "head": head_stats.result(),
+                                      "speech_fbank": fbank_stats.result()})
+    return index, norm_path
+
+
+def _write_ssl_sets(segments: pd.DataFrame, dataset_dir: Path, ssl_sets: list[SSLSet], core_id: str,
+                    shard_mb: int) -> dict:
+    """One shard set per SSL feature set over the same segments; sets not in this build are removed."""
+    manifest_ssl = {}
+    for ssl in ssl_sets:
+        folder = dataset_dir / "ssl" / ssl.name / core_id
+        write_shard_set(segments, folder, max_bytes=shard_mb << 20, spec={**ssl.spec, "shard_set": core_id},
+                        load_session=lambda sid, ssl=ssl: {p: np.load(path, mmap_mode="r")
+                                                           for p, path in ssl.tables.get(sid, {}).items()},
+                        make_arrays=_ssl_arrays)
+        manifest_ssl[ssl.name] = {"dir": f"ssl/{ssl.name}/{core_id}", "spec": ssl.spec}
+        _remove_other(dataset_dir / "ssl" / ssl.name, {core_id})
+    _remove_other(dataset_dir / "ssl", set(manifest_ssl))
+    return manifest_ssl
+
+
 def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+
+
+# ---- gathering a build's records ------------------------------------------------------------------------
+
+
+def collect_sessions(plan: BuildPlan, layout: WorkLayout) -> tuple[list[SessionRecord], list[Rejection]]:
+    """Every planned session's record, and the rejections of the plan, its recordings and sessions."""
+    records, rejected = [], list(plan.rejected)
+    for session in plan.sessions:
+        for stage, keys in (("head", session.head_keys), ("audio", session.audio_keys)):
+            for key in keys:
+                rec = RecordingRecord.read(layout.recording(stage, RecordingKey.parse(key))[0])
+                if rec.rejection is not None:
+                    rejected.append(rec.rejection)
+        record = SessionRecord.read(layout.session(session))
+        records.append(record)
+        if record.rejection is not None:
+            rejected.append(record.rejection)
+    return records, rejected
+
+
+def ssl_set_spec(model: SSLModel, records: list[RecordingRecord]) -> dict:
+    """The one description of an SSL feature set (manifest, shard metadata, checkpoints, data card).
+
+    `model.spec` is `pipeline.features.ssl.extract.ssl_spec` (what defines the values); added here:
+    where the model came from and what the extraction measured (stored shape, chunking check).
+    """
+    shapes = {tuple(r.details["shape"][1:]) for r in records if r.ok}
+    checks = [r.details["chunking_check"] for r in records if r.ok and r.details.get("chunking_check")]
+    n_states, dim = shapes.pop() if len(shapes) == 1 else (None, None)
+    return {**model.spec, "model": model.model, "model_tag": model.model_tag, "hidden_states": n_states, "dim": dim,
+            "frames_per_head_frame": SSL_FRAMES_PER_HEAD, "chunking_check": checks[:1]}
+
+
+def collect_ssl_sets(plan: BuildPlan, layout: WorkLayout) -> tuple[list[SSLSet], list[Rejection]]:
+    """One feature set per planned SSL model (tables of its usable recordings), and its rejections."""
+    sets, rejected = [], []
+    for model in plan.ssl_models:
+        records = [RecordingRecord.read(layout.recording("ssl", RecordingKey.parse(key), model.model_tag)[0])
+                   for session in plan.sessions for key in session.audio_keys]
+        tables: dict[str, dict[str, Path]] = {}
+        for rec in records:
+            if rec.ok:
+                tables.setdefault(rec.session_id, {})[rec.participant_id] = rec.data_file
+            elif rec.rejection is not None:
+                rejected.append(rec.rejection)
+        sets.append(SSLSet(model.set_name(layout.cfg.ssl.mode), ssl_set_spec(model, records), tables))
+    return sets, rejected
+
+
+def assemble_build(plan: BuildPlan, cfg: BuildConfig, *, out: str | Path, corpus: str | Path, build_id: str,
+                   redraw: bool = False, strict: bool = False) -> dict:
+    """After every session and SSL job of `plan` finished: rejected.csv, the dataset, data card, build marker.
+
+    Returns the build summary (also stored as `dataset/build-<id>.json`, the completion marker).
+    """
+    from pipeline.dataset.datacard import write_data_card, write_rejected
+
+    layout = WorkLayout.of(out, cfg)
+    records, rejected = collect_sessions(plan, layout)
+    ssl_sets, ssl_rejected = collect_ssl_sets(plan, layout)
+    rejected += ssl_rejected
+    dataset_dir = Path(out) / "dataset"
+    write_rejected(dataset_dir / "rejected.csv", rejected)
+    if rejected and strict:
+        lines = "\n".join(f"  {r.session_id}/{r.participant_id}: {r.file}: {r.reason}" for r in rejected)
+        raise RuntimeError(f"--strict: {len(rejected)} input(s) quarantined:\n{lines}")
+    sessions = [SessionInputs(r.session_id, Path(r.segments_table), {p: Path(v) for p, v in r.head_tables.items()},
+                              {p: Path(v) for p, v in r.fbank_tables.items()}, r.stats) for r in records if r.ok]
+    summary = build_dataset(sessions, dataset_dir, cfg, build_id=build_id, redraw=redraw, ssl_sets=ssl_sets)
+    summary.update(corpus=str(Path(corpus).resolve()), config=cfg.to_dict(), inputs=plan.inputs,
+                   sessions={r.session_id: r.stats for r in records}, rejected=[r.to_dict() for r in rejected])
+    write_data_card(dataset_dir, summary)
+    marker = dataset_dir / f"build-{build_id}.json"
+    for old in dataset_dir.glob("build-*.json"):
+        if old != marker:  # same settings (checked before the build): this build supersedes it
+            log.info("build %s replaces build %s in %s", build_id, old.stem.removeprefix("build-"), dataset_dir)
+            old.unlink()
+    write_json_atomic(marker, summary)
+    return summary
+
+
+def ssl_set_for(dataset_dir: str | Path, model: str, mode: str) -> str:
+    """The name of the dataset's SSL feature set of `model` (as the user named it) in `mode`."""
+    manifest = json.loads((Path(dataset_dir) / "manifest.json").read_text())
+    names = sorted(n for n, entry in manifest.get("ssl", {}).items()
+                   if entry["spec"]["model"] == model and entry["spec"]["mode"] == mode)
+    if not names:
+        raise ValueError(f"no SSL features for {model} ({mode}) in {dataset_dir}")
+    return names[0]

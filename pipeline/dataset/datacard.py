@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.common.fsutil import atomic_path, write_text_atomic
+from schemas.records import Rejection
 from schemas.tables import REJECTED_COLUMNS, SPLITS
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "data_cards" / "template.md"
@@ -20,12 +21,12 @@ PACKAGES = ("numpy", "pandas", "pyarrow", "mediapipe", "opencv-contrib-python", 
             "transformers", "safetensors", "imageio-ffmpeg")
 
 
-def write_rejected(path: str | Path, rows: list[dict]) -> None:
+def write_rejected(path: str | Path, rows: list[Rejection]) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=REJECTED_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=REJECTED_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for row in sorted(rows, key=lambda r: (r["session_id"], r.get("participant_id", ""), r.get("stage", ""))):
-        writer.writerow({c: row.get(c, "") for c in REJECTED_COLUMNS})
+    for row in sorted(rows, key=lambda r: (r.session_id, r.participant_id, r.stage)):
+        writer.writerow(row.to_dict())
     write_text_atomic(path, buf.getvalue())
 
 

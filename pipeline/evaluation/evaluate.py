@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,44 +23,11 @@ import numpy as np
 
 import pipeline.evaluation.metrics as metrics
 from pipeline.common.errors import InputError
+from pipeline.evaluation.config import EvalConfig
 from schemas.conventions import HEAD_FPS
 
 BASELINES = ("Random", "Mirror", "Delay Mirror")
 ANGLES = ("pitch", "yaw", "roll")
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    split: str = "test"
-    n_samples: int = 400  # paper: 400 samples of 10 s
-    context_frames: int = 12  # 0.96 s of ground truth fed first (pipeline.model.network.CONTEXT_FRAMES)
-    eval_frames: int = 125  # 10 s generated per sample
-    long_window: int = 125  # L2 and Var (10 s)
-    short_window: int = 25  # FID, P-FID and SI (2 s)
-    l2_convention: str = "mse"  # mse | euclidean
-    fd_mode: str = "per_window"  # per_window | pooled
-    si_clusters: int = 8
-    si_mode: str = "per_window"  # per_window | pooled
-    pcc_mode: str = "per_sequence"  # per_sequence | pooled
-    activity_channel: str = "pitch"  # vertical (nodding) direction
-    activity_k_high: float = 3.0  # thresholds in robust standard deviations of train listener velocity
-    activity_k_low: float = 1.5
-    xcorr_max_lag_s: float = 3.0
-    advance: int = 1  # generation: frames kept per model step (1 = feed back t+1 only)
-    batch_size: int = 32
-    seed: int = 0
-    device: str = "auto"
-    figure_samples: int = 3
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def validate(self) -> None:
-        if self.eval_frames < max(self.long_window, self.short_window):
-            raise ValueError(f"eval_frames={self.eval_frames} is shorter than a metric window "
-                             f"(long_window={self.long_window}, short_window={self.short_window})")
-        if self.n_samples < 1 or self.context_frames < 1:
-            raise ValueError("n_samples and context_frames must be >= 1")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -35,21 +35,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from schemas.conventions import (
-    CONTEXT_S,
+    CONTEXT_FRAMES,  # context excluded from the loss: 12 frames (0.96 s), see schemas/conventions.py
     FBANK_BINS,
     FBANK_FRAMES_PER_HEAD,
     HEAD_DIM,
-    HEAD_FPS,
     SSL_FRAMES_PER_HEAD,
 )
 
 ARCHS = ("lstm_transformer", "transformer")
 SPEECH_KINDS = ("fbank", "ssl_concat", "ssl_wa")
-
-# Context excluded from the loss: 1 s at 12.5 fps = 12.5 frames. We take floor(12.5) = 12 so that the
-# context never reaches past 1 s of ground truth (the 13th frame starts at 0.96 s and ends at 1.04 s,
-# i.e. it would already belong to the generated part). Pass `context_frames` explicitly to change it.
-CONTEXT_FRAMES = int(math.floor(CONTEXT_S * HEAD_FPS))  # 12
 
 CHECKPOINT_WEIGHTS = "model.safetensors"
 CHECKPOINT_CONFIG = "config.json"

@@ -29,27 +29,32 @@ from typing import Any
 import numpy as np
 
 from pipeline.common.fsutil import atomic_path, write_json_atomic, write_text_atomic
+from pipeline.common.settings import setting
+from schemas.conventions import CONTEXT_FRAMES
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    arch: str = "lstm_transformer"  # or "transformer" (the paper's baseline)
-    speech: str = "fbank"  # fbank | ssl_concat | ssl_wa
+    arch: str = setting("lstm_transformer", "the paper's LSTM-Transformer or its Transformer baseline",
+                        choices=("lstm_transformer", "transformer"))
+    speech: str = setting("fbank", "speech input: FBank, or the SSL features (all layers concatenated or "
+                                   "weighted average)", choices=("fbank", "ssl_concat", "ssl_wa"))
     ssl_set: str = ""  # feature set name (LHGDataset.available_ssl) for ssl_* speech
     ssl_layers: tuple[int, ...] = ()  # () = all stored hidden states
     n_blocks: int = 20
     width: int = 1280
     n_heads: int = 16
     dropout: float = 0.1
-    epochs: int = 100
+    epochs: int = setting(100, "training epochs (default: the preset's)", preset_override=True)
     batch_size: int = 45
     lr: float = 5e-6
     weight_decay: float = 1e-2
     huber_delta: float = 1.0
-    context_frames: int = 12
-    seed: int = 0
-    device: str = "auto"
-    amp: str = ""  # "" | bfloat16: mixed-precision forward (no loss scaling needed for bf16)
+    context_frames: int = CONTEXT_FRAMES
+    seed: int = setting(0, "training seed (initialisation, batch order, dropout)")
+    device: str = setting("auto", "auto (GPU when present), cpu or cuda")
+    # bf16 mixed-precision forward (no loss scaling needed for bf16)
+    amp: str = setting("", "mixed precision", choices=("", "bfloat16"))
     # std (normalised units) of Gaussian noise added to the listener-head input while training: the
     # model cannot lean on a perfect history it will not have when generating (not in the paper: 0)
     listener_noise: float = 0.0

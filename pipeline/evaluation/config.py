@@ -1,0 +1,48 @@
+"""Evaluation settings (the paper's Table I protocol), apart from the evaluation code so the Luigi
+task can declare its parameters from them without importing scipy / scikit-learn."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from pipeline.common.settings import setting
+from schemas.conventions import CONTEXT_FRAMES
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    split: str = setting("test", "split to evaluate (train/valid for diagnostics only)",
+                         choices=("test", "valid", "train"))
+    n_samples: int = setting(400, "test samples (the paper: 400 of 10 s)")
+    context_frames: int = CONTEXT_FRAMES  # 0.96 s of ground truth fed first
+    eval_frames: int = setting(125, "generated frames per sample (125 = 10 s)")
+    long_window: int = setting(125, "L2 / Var window (frames)")
+    short_window: int = setting(25, "FID / P-FID / SI window (frames)")
+    l2_convention: str = setting("mse", "L2 as mean squared error or Euclidean distance per frame",
+                                 choices=("mse", "euclidean"))
+    fd_mode: str = setting("per_window", "FID / P-FID: mean over windows or one pooled distance",
+                           choices=("per_window", "pooled"))
+    si_clusters: int = setting(8, "SI: k-means clusters")
+    si_mode: str = setting("per_window", "SI: mean over windows or pooled", choices=("per_window", "pooled"))
+    pcc_mode: str = setting("per_sequence", "PCC: mean over sequences or pooled",
+                            choices=("per_sequence", "pooled"))
+    activity_channel: str = "pitch"  # vertical (nodding) direction
+    # thresholds in robust standard deviations of train listener velocity
+    activity_k_high: float = setting(3.0, "activity detector: start threshold (robust SDs of listener velocity)")
+    activity_k_low: float = setting(1.5, "activity detector: end threshold (robust SDs of listener velocity)")
+    xcorr_max_lag_s: float = 3.0
+    advance: int = setting(1, "frames kept per generation step (1..3; 1 = feed back t+1 only)")
+    batch_size: int = 32
+    seed: int = setting(0, "evaluation seed (sampling, Random, k-means); EvaluateLHG also trains with it")
+    device: str = setting("auto", "auto (GPU when present), cpu or cuda")
+    figure_samples: int = 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> None:
+        if self.eval_frames < max(self.long_window, self.short_window):
+            raise ValueError(f"eval_frames={self.eval_frames} is shorter than a metric window "
+                             f"(long_window={self.long_window}, short_window={self.short_window})")
+        if self.n_samples < 1 or self.context_frames < 1:
+            raise ValueError("n_samples and context_frames must be >= 1")
