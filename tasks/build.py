@@ -13,6 +13,7 @@ Every output path encodes the content hash of its inputs and the stage's config 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from pipeline.features.ssl.checkpoints import (
 from .dask_runner import run_jobs
 
 DEFAULT_OUT = "lhg_out"
+logger = logging.getLogger(__name__)
 
 
 def _version(package: str) -> str:
@@ -222,6 +224,8 @@ class SessionSegments(_StageTask):
                                            if result.dropped[c].dtype == object}).to_parquet(tmp, index=False)
                 record.update(status="ok", segments_table=str(table_path), dropped_table=str(dropped_path),
                               stats=result.stats)
+        if record["status"] == "rejected":
+            logger.warning("quarantined session %s (%s): %s", self.session_id, record["stage"], record["reason"])
         write_json_atomic(self.output().path, record)
 
 
@@ -237,6 +241,7 @@ class MakeSampleCorpus(luigi.Task):
     def run(self):
         from pipeline.sample.corpus import make_sample_corpus
 
+        logger.info("generating the sample corpus in %s%s", self.corpus, " (quick)" if self.quick else "")
         make_sample_corpus(self.corpus, quick=self.quick)
 
 
@@ -373,6 +378,11 @@ class BuildSplits(luigi.Task):
         from pipeline.dataset.datacard import write_data_card, write_rejected
 
         cfg, plan, build_id = self.plan()
+        if not getattr(self, "_announced", False):  # run() restarts once its dynamic dependencies are done
+            self._announced = True
+            logger.info("corpus %s: %d session(s), %d recording(s), %d with layout errors; build %s",
+                        self.corpus_dir, len(plan.sessions), sum(len(s["head_keys"]) for s in plan.sessions),
+                        len(plan.rejected), build_id)
         common = {"corpus": self.corpus_dir, "out": self.out, "config_id": save_config(self.out, cfg)}
         session_tasks = [SessionSegments(**common, **s) for s in plan.sessions]
         ssl_tasks = {m["model_tag"]: [SSLFeatures(**common, key=k, model=m["model"], model_dir=m["model_dir"],
@@ -432,5 +442,5 @@ class BuildSplits(luigi.Task):
         for old in dataset_dir.glob("build-*.json"):
             old.unlink()
         write_json_atomic(Path(self.out) / "dataset" / f"build-{build_id}.json", summary)
-        print(f"BuildSplits: {summary['n_segments']} segments {summary['segments_per_split']}, "
-              f"{len(rejected)} quarantined input(s) (see {dataset_dir / 'rejected.csv'})")
+        logger.info("dataset %s: %d segments %s, %d quarantined input(s) listed in rejected.csv; see data_card.md",
+                    dataset_dir, summary["n_segments"], summary["segments_per_split"], len(rejected))
