@@ -1,59 +1,42 @@
-"""Command line: ``python -m pipeline <subcommand> ...``.
+"""Command line: ``python -m pipeline [--log-level LEVEL] <subcommand> ...``.
 
-Subcommands live in a registry so other modules can add theirs without touching ``main``:
-call ``register_subcommand(name, help, add_arguments, handler)`` at import time of this module
-(or before ``main`` runs). Handlers import their heavy dependencies lazily, so ``--help`` and
-unrelated subcommands never load MediaPipe.
+Each subcommand is an argparse subparser added in ``build_parser``; handlers import their heavy
+dependencies lazily, so ``--help`` and unrelated subcommands never load MediaPipe.
+The Luigi tasks have their own command: ``luigi --module pipeline BuildSplits`` (README).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import logging
+from collections.abc import Sequence
 from pathlib import Path
+
+from pipeline.common.logs import LEVELS, configure_logging, filter_native_stderr, quiet_native_logs
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 HEAD_POSE_COLUMNS = ["file", "time_s", "valid", "pitch", "yaw", "roll", "x", "y", "z"]
-
-
-@dataclass(frozen=True)
-class Subcommand:
-    name: str
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    handler: Callable[[argparse.Namespace], int]
-
-
-SUBCOMMANDS: dict[str, Subcommand] = {}
-
-
-def register_subcommand(
-    name: str,
-    help: str,
-    add_arguments: Callable[[argparse.ArgumentParser], None],
-    handler: Callable[[argparse.Namespace], int],
-) -> None:
-    """Add a subcommand; ``handler(args)`` returns the process exit code."""
-    if name in SUBCOMMANDS:
-        raise ValueError(f"subcommand {name!r} registered twice")
-    SUBCOMMANDS[name] = Subcommand(name, help, add_arguments, handler)
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", type=str.upper, choices=LEVELS, default=None,
+                        help="console detail (default INFO, or LHG_LOG_LEVEL); DEBUG also shows MediaPipe's own logs")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in SUBCOMMANDS.values():
-        sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
-        command.add_arguments(sub)
-        sub.set_defaults(handler=command.handler)
+    head_pose = subparsers.add_parser(
+        "head-pose", help=HEAD_POSE_HELP, description=HEAD_POSE_HELP + ". " + (_head_pose.__doc__ or ""))
+    _head_pose_arguments(head_pose)
+    head_pose.set_defaults(handler=_head_pose)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    level = configure_logging(args.log_level)
+    quiet_native_logs()
+    if level > logging.DEBUG:
+        filter_native_stderr()
     return int(args.handler(args))
 
 
@@ -82,11 +65,11 @@ def _head_pose_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+HEAD_POSE_HELP = "head pose (pitch, yaw, roll, x, y, z) of the one face in images and videos, to CSV"
+
+
 def _head_pose(args: argparse.Namespace) -> int:
     """Pose per image (one row, time 0) or per 12.5 fps video frame; valid = a face was found."""
-    # Quieten TFLite/absl start-up chatter so real errors stay readable.
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import cv2
     import numpy as np
     import pandas as pd
@@ -106,17 +89,17 @@ def _head_pose(args: argparse.Namespace) -> int:
                     raise MediaError(path, "cannot read as an image (missing, unsupported or corrupt)")
                 pose = pose_from_image(image, crop=args.crop, path=path, tracker=image_tracker)
                 if pose is None:
-                    print(f"warning: {path}: no face found", file=sys.stderr)
+                    log.warning("%s: no face found", path)
                 times = np.zeros(1)
                 poses = np.full((1, 6), np.nan) if pose is None else pose[None]
                 valid = np.array([pose is not None])
             else:
                 track = track_video(path, crop=args.crop, require_face=False)
                 if not track.detected.any():
-                    print(f"warning: {path}: no face found in any frame", file=sys.stderr)
+                    log.warning("%s: no face found in any frame", path)
                 times, poses, valid = track.time_s, track.pose, track.detected
         except (InputError, OSError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            log.error("%s", exc)
             failed.append(path)
             continue
         table = pd.DataFrame(poses, columns=HEAD_POSE_COLUMNS[3:])
@@ -130,17 +113,7 @@ def _head_pose(args: argparse.Namespace) -> int:
     with atomic_path(args.csv) as tmp:
         result[HEAD_POSE_COLUMNS].to_csv(tmp, index=False, float_format="%.6f")
     if failed:
-        print(
-            f"{len(failed)} of {len(args.files)} file(s) failed: {', '.join(map(str, failed))}",
-            file=sys.stderr,
-        )
+        log.error("%d of %d file(s) failed: %s", len(failed), len(args.files), ", ".join(map(str, failed)))
         return 1
+    log.info("wrote %d row(s) for %d file(s) to %s", len(result), len(args.files), args.csv)
     return 0
-
-
-register_subcommand(
-    "head-pose",
-    "head pose (pitch, yaw, roll, x, y, z) of the one face in images and videos, to CSV",
-    _head_pose_arguments,
-    _head_pose,
-)

@@ -159,6 +159,7 @@ class MakeSampleCorpus(luigi.Task):
     def run(self):
         from pipeline.sample.corpus import make_sample_corpus
 
+        log.info("generating the sample corpus in %s%s", self.corpus, " (quick)" if self.quick else "")
         make_sample_corpus(self.corpus, quick=self.quick)
 
 
@@ -205,6 +206,11 @@ class BuildSplits(BuildSettings, luigi.Task):
 
         cfg, plan, build_id = self.plan()
         refuse_other_settings(Path(self.out) / "dataset", cfg, redraw=self.redraw, overwrite=self.overwrite)
+        if not getattr(self, "_announced", False):  # run() restarts once its dynamic dependencies are done
+            self._announced = True
+            log.info("corpus %s: %d session(s), %d recording(s), %d with layout errors; build %s",
+                     self.corpus_dir, len(plan.sessions), sum(len(s.head_keys) for s in plan.sessions),
+                     len(plan.rejected), build_id)
         common = {"corpus": self.corpus_dir, "out": self.out, "config_id": save_config(self.out, cfg)}
         # dynamic dependencies: the plan needs the corpus to exist
         yield [SessionSegments(**common, session_id=s.session_id, session_hash=s.session_hash,
@@ -213,6 +219,6 @@ class BuildSplits(BuildSettings, luigi.Task):
              for m in plan.ssl_models for s in plan.sessions for k in s.audio_keys]
         summary = assemble_build(plan, cfg, out=self.out, corpus=self.corpus_dir, build_id=build_id,
                                  redraw=self.redraw, strict=self.strict)
-        log.info("BuildSplits: %d segments %s, %d quarantined input(s) (see %s)", summary["n_segments"],
-                 summary["segments_per_split"], len(summary["rejected"]),
-                 Path(self.out) / "dataset" / "rejected.csv")
+        log.info("dataset %s: %d segments %s, %d quarantined input(s) listed in rejected.csv; see data_card.md",
+                 Path(self.out) / "dataset", summary["n_segments"], summary["segments_per_split"],
+                 len(summary["rejected"]))

@@ -86,3 +86,28 @@ def test_real_odd_format_speech(testdata):
     fb = compute_fbank(wave)
     assert fb.shape[1] == 80 and len(fb) == (len(wave) // HEAD_HOP_SAMPLES) * 8
     assert np.isfinite(fb).all() and fb.std() > 1.0
+
+
+def test_decoding_is_exact_for_16k_mono_pcm(tmp_path):
+    # int16 -> float32 is a division by 32768, exact in float32: no resampling, no dither, no gain
+    rng = np.random.default_rng(0)
+    pcm = rng.integers(-32768, 32767, SAMPLE_RATE, dtype=np.int16)
+    path = tmp_path / "pcm.wav"
+    sf.write(path, pcm, SAMPLE_RATE, subtype="PCM_16")
+    np.testing.assert_array_equal(decode_audio(path), pcm.astype(np.float32) / 32768)
+
+
+@pytest.mark.parametrize("name", ["take:1.wav", "-v.wav", "pipe:0"])
+def test_odd_local_names_are_read_as_files(tmp_path, monkeypatch, name):
+    """A relative name with ':' is not a protocol for ffmpeg, one starting with '-' is not an option."""
+    monkeypatch.chdir(tmp_path)
+    sf.write(tmp_path / "plain.wav", tone(440, 0.5), SAMPLE_RATE)
+    (tmp_path / name).write_bytes((tmp_path / "plain.wav").read_bytes())
+    np.testing.assert_array_equal(decode_audio(name), decode_audio(tmp_path / "plain.wav"))
+
+
+def test_playlists_cannot_reach_beyond_local_files(tmp_path):
+    playlist = tmp_path / "remote.m3u8"
+    playlist.write_text("#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nhttp://127.0.0.1:9/seg.ts\n#EXT-X-ENDLIST\n")
+    with pytest.raises(MediaError, match="remote.m3u8"):
+        decode_audio(playlist)

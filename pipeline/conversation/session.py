@@ -6,6 +6,7 @@ records of its per-recording features, and writes the segment tables plus a `Ses
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from pipeline.conversation.turns import derive_floor, find_backchannels, read_tu
 from pipeline.corpus.layout import SessionSpec
 from schemas.conventions import FBANK_FRAMES_PER_HEAD, HEAD_HOP_S
 from schemas.records import RecordingRecord, Rejection, SessionRecord
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -112,6 +115,7 @@ def process_session(spec: SessionSpec, head: list[RecordingRecord], audio: list[
     if result is None:
         record = SessionRecord(spec.session_id, "rejected", **tables,
                                rejection=Rejection.from_error(problem, spec.session_id, stage=stage))
+        log.warning("quarantined session %s (%s): %s", spec.session_id, stage, problem)
     else:
         segments_path = out_record.with_suffix(".parquet")
         with atomic_path(segments_path) as tmp:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from importlib import metadata
+from importlib import metadata, resources
 from pathlib import Path
 from string import Template
 
@@ -16,7 +16,8 @@ from pipeline.common.fsutil import atomic_path, write_text_atomic
 from schemas.records import Rejection
 from schemas.tables import REJECTED_COLUMNS, SPLITS
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "data_cards" / "template.md"
+# `data_cards/template.md` at the top of the repository, shipped in the wheel as package data.
+TEMPLATE = resources.files("data_cards") / "template.md"
 PACKAGES = ("numpy", "pandas", "pyarrow", "mediapipe", "opencv-contrib-python", "luigi", "dask", "torch",
             "transformers", "safetensors", "imageio-ffmpeg")
 

@@ -13,6 +13,7 @@ same numbers.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ import pipeline.evaluation.metrics as metrics
 from pipeline.common.errors import InputError
 from pipeline.evaluation.config import EvalConfig
 from schemas.conventions import HEAD_FPS
+
+log = logging.getLogger(__name__)
 
 BASELINES = ("Random", "Mirror", "Delay Mirror")
 ANGLES = ("pitch", "yaw", "roll")
@@ -139,6 +142,7 @@ def generate_for_checkpoint(folder: Path, dataset_dir: Path, cfg: EvalConfig, po
     """Streaming generation for every sample -> (listener [N, C+E, D] raw units, checkpoint info)."""
     import torch
 
+    from pipeline.common.logs import progress
     from pipeline.model.network import generate, load_checkpoint
     from pipeline.model.train import resolve_device
 
@@ -161,6 +165,7 @@ def generate_for_checkpoint(folder: Path, dataset_dir: Path, cfg: EvalConfig, po
     need = cfg.context_frames + cfg.eval_frames
     outputs = []
     started = time.perf_counter()
+    bar = progress(total=len(positions), desc=f"generating ({folder.name})", unit="sample")
     for b in range(0, len(positions), cfg.batch_size):
         items = [data[i] for i in positions[b:b + cfg.batch_size]]
         speaker = np.stack([(it["speaker_head"][:need] - head_mean) / head_std for it in items])
@@ -173,6 +178,8 @@ def generate_for_checkpoint(folder: Path, dataset_dir: Path, cfg: EvalConfig, po
         out = generate(model, as_t(speech), as_t(speaker), as_t(listener), context_frames=cfg.context_frames,
                        advance=cfg.advance)
         outputs.append(out.float().cpu().numpy() * head_std + head_mean)
+        bar.update(len(items))
+    bar.close()
     seconds = time.perf_counter() - started
     info = {"checkpoint": str(folder.resolve()), "arch": model.cfg.arch, "speech": model.cfg.speech,
             "ssl_set": ssl_set, "epoch": extra.get("epoch"), "valid_loss": extra.get("valid_loss"),
@@ -266,6 +273,7 @@ def evaluate(dataset_dir: str | Path, checkpoints: dict[str, str | Path], out_di
         if name in outputs or name == "Ground Truth":
             raise ValueError(f"method name {name!r} is reserved; name the checkpoint differently")
         folder = checkpoint_folder(path)
+        log.info("%s: generating %d samples from %s", name, len(positions), folder)
         generated, info = generate_for_checkpoint(folder, dataset_dir, cfg, positions, head_columns)
         outputs[name] = generated[:, c:c + e, angle_idx]
         models_info[name] = info
@@ -303,4 +311,5 @@ def evaluate(dataset_dir: str | Path, checkpoints: dict[str, str | Path], out_di
     results = _clean(results)
     figures = {"speaker": speaker, "Ground Truth": gt, **outputs}
     write_report(Path(out_dir), results, figures, vertical=vertical)
+    log.info("evaluation report (%d methods, %d samples) in %s", len(outputs), len(ids), out_dir)
     return results

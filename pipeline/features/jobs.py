@@ -9,7 +9,9 @@ while anything else (a bug, out of memory) propagates and fails the task loudly.
 from __future__ import annotations
 
 import os
+import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +19,21 @@ import numpy as np
 
 from pipeline.common.errors import InputError
 from pipeline.common.fsutil import atomic_path, write_json_atomic
-from schemas.conventions import HEAD_HOP_S
+from pipeline.common.logs import progress, quiet_native_logs, quiet_third_party
+from schemas.conventions import HEAD_HOP_S, HEAD_HOP_SAMPLES, SAMPLE_RATE, SSL_FRAMES_PER_HEAD
+
+SSL_FPS = SAMPLE_RATE * SSL_FRAMES_PER_HEAD / HEAD_HOP_SAMPLES  # 50 SSL frames per second
 
 
 def limit_threads() -> None:
     """One compute thread per worker process: parallelism comes from workers, not BLAS/torch."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    # MediaPipe/TFLite C++ logging floods the console with per-graph warnings.
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # A LocalCluster's workers also inherit the `luigi` process's filtered stderr
+    # (pipeline.common.logs.filter_native_stderr); workers of a remote cluster only get this.
+    quiet_native_logs()
+    if _in_dask_worker():
+        quiet_third_party()
     try:
         import cv2
 
@@ -142,7 +149,8 @@ def run_ssl_job(job: dict[str, Any]) -> dict[str, Any]:
             np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype),
                                                      "fortran_order": False, "shape": shape})
             written = 0
-            for block in iter_ssl(loaded, wave, chunk_s=cfg["chunk_s"], **options):
+            blocks = iter_ssl(loaded, wave, chunk_s=cfg["chunk_s"], **options)
+            for block in _frames_progress(blocks, shape[0], f"  SSL {job['session_id']}/{job['participant_id']}"):
                 f.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
                 written += len(block)
             if written != shape[0]:
@@ -155,6 +163,29 @@ def run_ssl_job(job: dict[str, Any]) -> dict[str, Any]:
                   "seconds": round(time.perf_counter() - started, 3), "worker_pid": os.getpid()}
     write_json_atomic(job["out_record"], record)
     return record
+
+
+def _in_dask_worker() -> bool:
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return False
+    try:
+        distributed.get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def _frames_progress(blocks: Iterable[np.ndarray], n_frames: int, desc: str) -> Iterator[np.ndarray]:
+    """Seconds of one recording done, for long recordings computed in this process (a GPU run);
+    Dask workers draw no bars (their stderr is shared by all workers)."""
+    if _in_dask_worker():
+        yield from blocks
+        return
+    with progress(total=n_frames, desc=desc, unit="s", unit_scale=1 / SSL_FPS, leave=False) as bar:
+        for block in blocks:
+            bar.update(len(block))
+            yield block
 
 
 def chunking_check(loaded: Any, wave: np.ndarray, chunk_s: float, options: dict, *,
@@ -174,3 +205,14 @@ def chunking_check(loaded: Any, wave: np.ndarray, chunk_s: float, options: dict,
     diff = np.abs(chunked - one_pass)
     return {"excerpt_s": round(len(excerpt) / 16000, 2), "chunk_s": chunk, "max_abs_diff": float(diff.max()),
             "mean_abs_diff": float(diff.mean()), "feature_rms": float(np.sqrt(np.mean(one_pass**2)))}
+
+
+STAGE_LABELS = {run_head_job: "head features", run_audio_job: "FBank", run_ssl_job: "SSL features"}
+
+
+def stage_label(fn: Callable[[dict], dict], jobs: list[dict[str, Any]]) -> str:
+    """Progress-bar name of a batch: the stage, plus the model for SSL features."""
+    label = STAGE_LABELS.get(fn, getattr(fn, "__name__", "jobs"))
+    if fn is run_ssl_job and jobs:
+        label += f" ({jobs[0]['model_tag']}, {jobs[0]['config']['mode']})"
+    return label

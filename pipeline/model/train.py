@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, replace
@@ -31,6 +32,8 @@ import numpy as np
 from pipeline.common.fsutil import atomic_path, write_json_atomic, write_text_atomic
 from pipeline.common.settings import setting
 from schemas.conventions import CONTEXT_FRAMES
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -262,6 +265,8 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
     valid_loader = DataLoader(valid_set, batch_size=cfg.batch_size, collate_fn=collate)
+    log.info("training %s/%s on %s: %d train / %d valid segments, epochs %d-%d -> %s", cfg.arch, cfg.speech,
+                device, len(train_set), len(valid_set), start_epoch + 1, cfg.epochs, run_dir)
     bar = _progress(cfg.epochs, start_epoch, progress)
     for epoch in range(start_epoch, cfg.epochs):
         started = time.perf_counter()
@@ -304,6 +309,8 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
             break
     if bar is not None:
         bar.close()
+    log.info("training: %d of %d epochs done, best valid loss %.4f; checkpoints in %s", len(history), cfg.epochs,
+                best_val, run_dir)
     summary = {"epochs_done": len(history), "best_valid_loss": best_val, "history": history,
                "model": model_cfg.to_dict(), "train": cfg.to_dict()}
     write_json_atomic(run_dir / "summary.json", summary)
@@ -313,11 +320,9 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
 def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        return None
-    return tqdm(total=total, initial=initial, desc="TrainLHG epochs", unit="epoch")
+    from pipeline.common.logs import progress
+
+    return progress(total=total, initial=initial, desc="training", unit="epoch")
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:
