@@ -23,7 +23,7 @@ RETCODES = {"already_running": 10, "missing_data": 20, "not_run": 25, "task_fail
 def apply_retcode_defaults() -> None:
     """Set every `[retcode]` option the user's configuration leaves unset (theirs always win)."""
     config = luigi.configuration.get_config()
-    if not config.has_section("retcode"):
+    if hasattr(config, "add_section") and not config.has_section("retcode"):  # the TOML parser has no sections
         config.add_section("retcode")
     for option, code in RETCODES.items():
         if not config.has_option("retcode", option):

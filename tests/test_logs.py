@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,28 @@ def test_stage_bar_and_quarantine_lines(tmp_path, monkeypatch, capsys, caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "s01/P02" in warnings[0] and "bad.wav" in warnings[0]
     assert any("FBank: 2 recording(s)" in r.getMessage() for r in caplog.records)
+
+
+def test_ssl_job_in_this_process_shows_seconds_done(tmp_path, monkeypatch, capsys):
+    """A GPU run computes SSL features in the main process: long recordings get their own bar."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from pipeline.config import SSLConfig
+    from pipeline.features.jobs import run_ssl_job
+
+    monkeypatch.delenv(logs.PROGRESS_ENV, raising=False)
+    torch.manual_seed(0)
+    config = transformers.HubertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                       intermediate_size=64, conv_dim=(32,) * 7, num_conv_pos_embeddings=16,
+                                       num_conv_pos_embedding_groups=4)
+    transformers.HubertModel(config).eval().save_pretrained(str(tmp_path / "tiny"))
+    rng = np.random.default_rng(0)
+    sf.write(tmp_path / "a.wav", rng.normal(0, 0.1, 16000 * 12).astype(np.float32), 16000)
+    ssl_cfg = {**asdict(SSLConfig(device="cpu", chunk_s=4.0)), "mode": "none"}
+    record = run_ssl_job({"session_id": "s01", "participant_id": "P01", "config": ssl_cfg,
+                          "audio": str(tmp_path / "a.wav"), "offset_s": 0.0, "model": "tiny",
+                          "model_dir": str(tmp_path / "tiny"), "model_tag": "tiny-0",
+                          "out_table": str(tmp_path / "f.npy"), "out_record": str(tmp_path / "f.json")})
+    assert record["status"] == "ok" and record["shape"][0] == 12 * 50
+    err = capsys.readouterr().err
+    assert "SSL s01/P01" in err and "/12.0" in err  # seconds of audio (redraws are throttled)
