@@ -17,7 +17,7 @@ with one tensor `ssl [F, 4, L, D]` (float16 by default; 4 SSL frames of 20 ms pe
 L hidden states, D dims) and `index.parquet` (segment_id, shard, offset). `manifest.json` names
 the sets and their specs (model id, weights sha256, transformers version, mode, layers, dtype).
 Shard metadata (string-only in safetensors) records the feature spec as JSON under `"spec"`.
-Big tensors stay out of Parquet (GUIDE §7): safetensors files are memory-mapped and read lazily.
+Big tensors stay out of Parquet: safetensors files are memory-mapped and read lazily.
 """
 
 from __future__ import annotations

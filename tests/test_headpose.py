@@ -1,6 +1,6 @@
 """Head pose from real MediaPipe FaceMesh on real faces: conventions, accuracy, video timing, errors.
 
-No mocks: every check runs the bundled FaceMesh model. Checks that need no ground truth (GUIDE §3):
+No mocks: every check runs the bundled FaceMesh model. Checks that need no ground truth:
 rotating an image by +θ adds θ to roll, mirroring negates yaw and roll, shifting moves x/y.
 """
 

@@ -146,7 +146,7 @@ def test_none_mode_equals_transformers_forward(models, name):
 
 
 def test_attention_mode_equals_transformers_is_causal_for_wav2vec2(models):
-    """Wav2Vec2Model honours is_causal=True (GUIDE §5): an independent check of our causal single window."""
+    """Wav2Vec2Model honours is_causal=True: an independent check of our causal single window."""
     loaded = models["wav2vec2-base"]
     wave = speechlike(2.5, seed=2)
     x = torch.from_numpy(np.concatenate([np.zeros(80, np.float32), wave]))[None]

@@ -1,7 +1,7 @@
 """Atomic writes and content hashing.
 
 Every output is written to `name.tmp-<uuid><ext>` in the target folder and renamed with
-`os.replace`, so a killed run never leaves a partial file under a final name (GUIDE §6), and
+`os.replace`, so a killed run never leaves a partial file under a final name, and
 the temporary keeps the real extension for writers that sniff it.
 """
 

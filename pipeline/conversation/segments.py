@@ -1,7 +1,7 @@
 """Listener segments: 6–11 s stretches of one participant listening while another holds the floor.
 
 Everything is computed in whole head frames (80 ms, `HEAD_HOP_S`) so segment bounds land exactly on
-the head / FBank / SSL grids (GUIDE §1, §5) and never drift through float arithmetic.
+the head / FBank / SSL grids and never drift through float arithmetic.
 """
 
 from __future__ import annotations

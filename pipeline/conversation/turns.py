@@ -1,6 +1,6 @@
 """Turn annotations: read CSV / ELAN / Praat files into one table, then derive who holds the floor.
 
-Listener segments are cut from floor intervals (GUIDE §1: "listener behaviour while the other party
+Listener segments are cut from floor intervals ("listener behaviour while the other party
 holds the turn"), so the readers are strict: every problem is an `AnnotationError` naming the file and
 the line / tier / interval, because a silently misread turn file poisons every segment after it.
 No pympi / praatio dependency: the formats we accept are small enough to parse here exactly.

@@ -1,4 +1,4 @@
-"""Objective LHG metrics and the Random / Mirror / Delay Mirror baselines (paper §III-D, §V; GUIDE §1-2).
+"""Objective LHG metrics and the Random / Mirror / Delay Mirror baselines (paper §III-D, §V).
 
 The paper names its metrics but not their exact conventions; the public reference code has more than
 one variant of several of them. Every ambiguous choice is therefore a documented keyword argument, so a

@@ -1,4 +1,4 @@
-"""Listening-head-generation models (paper §III-A/B, GUIDE §1): LSTM-Transformer and Transformer baseline.
+"""Listening-head-generation models (paper §III-A/B): LSTM-Transformer and Transformer baseline.
 
 One generation step = one head frame t (80 ms). Its input is the concatenation of the speaker's speech
 frames for that head frame (8 FBank frames or 4 SSL frames), the speaker head m_t^u [18] and the

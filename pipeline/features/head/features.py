@@ -13,7 +13,7 @@ Conventions (copied into the data card)
 - Missing faces: a gap of ``n`` undetected frames between two detected ones is filled by linear
   interpolation (``interpolated`` = True) when ``n * 0.08 s <= max_gap_s`` (0.5 s: up to 6
   frames). Longer gaps, and gaps at the start or end, stay NaN.
-- Derivatives: Savitzky–Golay (window 7 = 0.56 s, order 2; GUIDE §3 measured ~3x less
+- Derivatives: Savitzky–Golay (window 7 = 0.56 s, order 2; measured ~3x less
   acceleration noise than raw differences) evaluated separately on each contiguous run of
   finite samples. A derivative is NaN where its window would reach past the run (i.e. touch a
   missing sample or the start/end of the video): we never difference across a gap and never

@@ -22,7 +22,7 @@ own left-right axis, and mirroring the image negates yaw and roll and keeps pitc
 (-180, 180]; callers unwrap them over time.
 
 Method (why not solvePnP): the canonical face model MediaPipe uses for its own pose is not shipped
-in the wheel, and 6-point ``solvePnP`` ITERATIVE flips roll (GUIDE §3). Instead the head frame is
+in the wheel, and 6-point ``solvePnP`` ITERATIVE flips roll. Instead the head frame is
 built from the 3-D landmarks directly, with the landmark index sets MediaPipe ships at runtime:
 
 - left-right axis: centroid of subject-left structures minus subject-right structures (eye
@@ -38,7 +38,7 @@ same construction to MediaPipe's canonical face model (mediapipe/modules/face_ge
 canonical_face_model.obj); only that one number is kept, not the model.
 
 Landmark units: FaceMesh returns x, y normalised by image width and height and z in image-WIDTH
-units (GUIDE §3); ``FaceMeshTracker.process`` returns (x·W, y·H, z·W) so the three axes are isotropic
+units; ``FaceMeshTracker.process`` returns (x·W, y·H, z·W) so the three axes are isotropic
 pixels.
 """
 

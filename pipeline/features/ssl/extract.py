@@ -6,7 +6,7 @@ projection, positional convolution, each layer's q/k/v/out projections, layer no
 that all modes share one code path and differ only in (a) the self-attention mask, (b) which taps of
 the positional convolution are used and (c) where the GroupNorm statistics of the first conv layer
 come from. Hub transformers cannot express (b) or (c), and silently ignore causal flags on some models
-(GUIDE §5), which is why we do not rely on them.
+(measured with transformers 5.x), which is why we do not rely on them.
 
 Frame rule (all modes)
 ----------------------
