@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from pipeline.common.errors import AnnotationError
-from pipeline.conversation.turns import derive_floor, find_backchannels, read_turns
+from pipeline.conversation.annotations import read_turns
+from pipeline.conversation.floor import derive_floor, find_backchannels
 
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
 

@@ -17,8 +17,9 @@ import pandas as pd
 from pipeline.common.errors import InputError, MediaError
 from pipeline.common.fsutil import atomic_path, write_json_atomic
 from pipeline.config import SessionConfig
+from pipeline.conversation.annotations import read_turns
+from pipeline.conversation.floor import derive_floor, find_backchannels
 from pipeline.conversation.segments import cut_listener_segments, drop_invalid_segments
-from pipeline.conversation.turns import derive_floor, find_backchannels, read_turns
 from pipeline.corpus.layout import SessionSpec
 from schemas.conventions import FBANK_FRAMES_PER_HEAD, HEAD_HOP_S
 from schemas.records import RecordingRecord, Rejection, SessionRecord
