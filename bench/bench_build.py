@@ -51,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="lhg-bench-"))
     corpus, out = work / "corpus", work / "out"
-    from pipeline.sample.corpus import make_sample_corpus
+    from pipeline.sample.generate import make_sample_corpus
 
     t = time.perf_counter()
     make_sample_corpus(corpus, quick=args.quick)

@@ -36,7 +36,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.features.head.pose import FaceMeshTracker, track_video  # noqa: E402
+from pipeline.features.head.tracking import FaceMeshTracker, track_video  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 640, 360, 25.0
 

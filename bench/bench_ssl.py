@@ -1,7 +1,7 @@
 """Speed and memory of SSL feature extraction with a HuBERT-base-sized random-weight model.
 
 Real-time factor (seconds of compute per second of audio) of the plain transformers forward and of each
-mode of `pipeline.features.ssl.extract.extract_ssl` on the same audio in the same process, their ratio, peak RSS of each
+mode of `pipeline.features.speech_ssl.extract_ssl` on the same audio in the same process, their ratio, peak RSS of each
 mode on a long recording (each in a fresh subprocess, read from ru_maxrss), and storage per hour.
 
     .venv/bin/python bench/bench_ssl.py                     # 30 s RTF + 10 min peak RSS
@@ -53,7 +53,7 @@ def random_base_model():
     import torch
     import transformers
 
-    from pipeline.features.ssl.extract import LoadedSSL
+    from pipeline.features.speech_ssl import LoadedSSL
 
     torch.manual_seed(0)
     cfg = transformers.HubertConfig()
@@ -99,9 +99,10 @@ def child(mode: str, seconds: float, threads: int, keep_output: bool) -> dict:
     """One measurement in this process: time and peak RSS of extracting `seconds` of audio."""
     import torch
 
-    from pipeline.features.ssl.extract import extract_ssl, iter_ssl, limit_torch_threads
+    from pipeline.common.runtime import limit_threads
+    from pipeline.features.speech_ssl import extract_ssl, iter_ssl
 
-    limit_torch_threads(threads)
+    limit_threads(threads)
     loaded = random_base_model()
     wave = speechlike(seconds)
     base_rss = current_rss_mb()
@@ -141,9 +142,10 @@ def rtf_same_process(seconds: float, threads: int, repeats: int) -> dict[str, fl
     """Best-of-`repeats` RTF of the plain forward and each mode, interleaved in one process."""
     import torch
 
-    from pipeline.features.ssl.extract import StreamingSSL, extract_ssl, limit_torch_threads
+    from pipeline.common.runtime import limit_threads
+    from pipeline.features.speech_ssl import StreamingSSL, extract_ssl
 
-    limit_torch_threads(threads)
+    limit_threads(threads)
     loaded = random_base_model()
     wave = speechlike(seconds)
     x = torch.from_numpy(np.concatenate([np.zeros(80, np.float32), wave]))[None]

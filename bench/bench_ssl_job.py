@@ -33,10 +33,10 @@ def main() -> None:
     import torch
     from transformers import HubertConfig, HubertModel
 
+    from pipeline.common.runtime import limit_threads
     from pipeline.features.jobs import run_ssl_job
-    from pipeline.features.ssl.extract import limit_torch_threads
 
-    limit_torch_threads(args.threads)
+    limit_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="lhg-ssl-job-"))
     torch.manual_seed(0)
     HubertModel(HubertConfig()).save_pretrained(work / "hubert-base-random")

@@ -76,7 +76,7 @@ def _head_pose(args: argparse.Namespace) -> int:
 
     from pipeline.common.errors import InputError, MediaError
     from pipeline.common.fsutil import atomic_path
-    from pipeline.features.head.pose import FaceMeshTracker, pose_from_image, track_video
+    from pipeline.features.head.tracking import FaceMeshTracker, pose_from_image, track_video
 
     frames: list[pd.DataFrame] = []
     failed: list[Path] = []

@@ -91,7 +91,7 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class SSLConfig:
-    """SSL speech features; `models` are local checkpoint dirs or HF ids (see pipeline.features.ssl.checkpoints)."""
+    """SSL speech features; `models` are local checkpoint dirs or HF ids (see pipeline.features.speech_ssl.checkpoints)."""
 
     models: tuple[str, ...] = setting((), "comma-separated SSL checkpoint dirs or HF ids", option="ssl_models")
     mode: str = setting("attention", "none = bidirectional (paper's NAR), attention = masked self-attention "

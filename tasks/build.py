@@ -19,6 +19,7 @@ from pathlib import Path
 
 import luigi
 
+from pipeline.common.runtime import uses_gpu
 from pipeline.config import (
     BuildConfig,
     BuildOptions,
@@ -115,12 +116,7 @@ class SSLFeatures(_RecordingTask):
 
     def inline(self) -> bool:
         """A GPU is driven by this process; CPU work fans out over Dask workers."""
-        device = self.cfg.ssl.device
-        if device == "auto":
-            import torch
-
-            return torch.cuda.is_available()
-        return device.startswith("cuda")
+        return uses_gpu(self.cfg.ssl.device)
 
 
 class SessionSegments(_StageTask):
@@ -157,7 +153,7 @@ class MakeSampleCorpus(luigi.Task):
         return luigi.LocalTarget(str(Path(self.corpus) / ".complete.json"))
 
     def run(self):
-        from pipeline.sample.corpus import make_sample_corpus
+        from pipeline.sample.generate import make_sample_corpus
 
         log.info("generating the sample corpus in %s%s", self.corpus, " (quick)" if self.quick else "")
         make_sample_corpus(self.corpus, quick=self.quick)

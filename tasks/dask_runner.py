@@ -26,13 +26,11 @@ from typing import Any
 import luigi
 
 from pipeline.common.logs import progress
+from pipeline.common.runtime import WORKER_ENV
 from pipeline.features.jobs import stage_label
 
 log = logging.getLogger(__name__)
 _CLIENT = None
-# Worker processes: one compute thread each; native loggers quiet where they read the environment.
-WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-              "GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 class dask(luigi.Config):  # noqa: N801 - section name in luigi.cfg
@@ -58,7 +56,7 @@ def get_client():
             n = dask().n_workers or max(1, (os.cpu_count() or 1) // max(1, luigi.interface.core().workers))
             log.info("starting a local Dask cluster: %d worker process(es)", n)
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                   memory_limit=dask().memory_limit, env=WORKER_ENV,
+                                   memory_limit=dask().memory_limit, env=dict(WORKER_ENV),
                                    silence_logs=logging.WARNING)
             _CLIENT = Client(cluster)
         else:

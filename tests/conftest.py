@@ -40,7 +40,7 @@ def grace_hopper_bgr() -> np.ndarray:
 @pytest.fixture(scope="session")
 def sample_corpus(tmp_path_factory) -> Path:
     """The embedded sample corpus in quick mode (3 sessions x 40 s, 6 participants), built once."""
-    from pipeline.sample.corpus import make_sample_corpus
+    from pipeline.sample.generate import make_sample_corpus
 
     path = tmp_path_factory.mktemp("corpus")
     make_sample_corpus(path, quick=True)

@@ -79,7 +79,7 @@ def test_second_run_runs_nothing_and_changes_nothing(built, corpus):
 
 
 def test_incremental_add_and_quarantine(built, corpus, tmp_path):
-    from pipeline.sample.corpus import make_session
+    from pipeline.sample.generate import make_session
 
     corpus2 = tmp_path / "corpus"
     shutil.copytree(corpus, corpus2)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from pipeline.evaluation.evaluate import EvalConfig, evaluate
 from pipeline.evaluation.report import COLUMNS, best_per_column, markdown_table
-from pipeline.sample.corpus import make_sample_corpus
+from pipeline.sample.generate import make_sample_corpus
 from tasks import EvaluateLHG
 from tasks.evaluate import method_label, parse_checkpoints
 

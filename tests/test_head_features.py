@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.features.head.features import head_features_from_track
-from pipeline.features.head.pose import RawTrack
+from pipeline.features.head.frame_features import head_features_from_track
+from pipeline.features.head.tracking import RawTrack
 from schemas.conventions import HEAD_FEATURE_COLUMNS, HEAD_HOP_S, PAPER5_CHANNELS, head_feature_columns
 
 

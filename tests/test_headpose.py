@@ -17,14 +17,9 @@ import pandas as pd
 import pytest
 
 from pipeline.common.errors import MediaError, NoFaceError
-from pipeline.features.head.features import head_features_from_track
-from pipeline.features.head.pose import (
-    FaceMeshTracker,
-    pose_from_image,
-    pose_from_landmarks,
-    rotation_to_euler,
-    track_video,
-)
+from pipeline.features.head.frame_features import head_features_from_track
+from pipeline.features.head.pose import pose_from_landmarks, rotation_to_euler
+from pipeline.features.head.tracking import FaceMeshTracker, pose_from_image, track_video
 from schemas.conventions import HEAD_HOP_S
 
 REPO = Path(__file__).resolve().parents[1]

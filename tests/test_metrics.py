@@ -7,23 +7,20 @@ import math
 import numpy as np
 import pytest
 
+from pipeline.evaluation.baselines import delay_mirror, mirror, random_clips
 from pipeline.evaluation.metrics import (
     ActivityDetector,
     activity_scores,
-    best_lag,
     calibrate_activity,
     cross_correlation,
-    delay_mirror,
     detect_activity,
     fd,
     fit_clusters,
     frechet_distance,
     l2_error,
-    mirror,
     paired_fd,
     pcc,
     pooled_cross_correlation,
-    random_clips,
     split_windows,
     style_index,
     variation,
@@ -290,7 +287,7 @@ def planted_pair(lag: int, rng, n: int = 6, t: int = 150, noise: float = 0.05):
     return speaker, listener
 
 
-def test_cross_correlation_and_best_lag_recover_planted_lag():
+def test_cross_correlation_recovers_planted_lag():
     rng = np.random.default_rng(12)
     speaker, listener = planted_pair(7, rng)
     lags, curve = cross_correlation(speaker, listener, max_lag=20)
@@ -299,10 +296,9 @@ def test_cross_correlation_and_best_lag_recover_planted_lag():
     assert curve.shape == (41,)
     assert curve[lags == 7][0] > 0.95
     assert np.max(np.abs(curve[lags != 7])) < 0.3
-    assert best_lag(speaker, listener, max_lag=20) == 7
-    assert best_lag(speaker, listener, max_lag=20, positive_only=False) == 7
-    # the listener leading the speaker shows up at a negative lag, found only when allowed
-    assert best_lag(listener, speaker, max_lag=20, positive_only=False) == -7
+    # the listener leading the speaker shows up at the negative lag
+    lags, curve = cross_correlation(listener, speaker, max_lag=20)
+    assert lags[np.nanargmax(curve)] == -7
 
 
 def test_pooled_cross_correlation_over_clips_of_different_lengths():
@@ -331,20 +327,11 @@ def test_cross_correlation_zero_lag_equals_pcc_and_validates():
         cross_correlation(a, b, max_lag=39)
 
 
-def test_best_lag_ties_go_to_smallest_lag():
-    # period-4 square-ish velocity: lags 1 and 5 (and 9) give identical r
-    base = np.tile([0.0, 1.0, 0.0, -1.0], 10)
-    x = np.cumsum(base)[None, :, None]
-    lags, curve = cross_correlation(x, x, max_lag=8)
-    assert curve[lags == 0][0] == pytest.approx(1.0)
-    assert best_lag(x, x, max_lag=8) == 4
-    assert best_lag(x, x, max_lag=8, positive_only=False) == -8
-
-
 def test_delay_mirror_reproduces_listener_with_estimated_lag():
     rng = np.random.default_rng(14)
     speaker, listener = planted_pair(7, rng, noise=0.0)
-    lag = best_lag(speaker, listener, max_lag=15)
+    lags, curve = cross_correlation(speaker, listener, max_lag=15)
+    lag = int(lags[np.nanargmax(curve)])
     assert lag == 7
     seg_speaker, seg_listener = speaker[0], listener[0]
     out = delay_mirror(seg_speaker, start=12, length=125, lag=lag)

@@ -13,8 +13,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import pipeline.sample.corpus as sc
-from pipeline.features.head.pose import FaceMeshTracker
+import pipeline.sample.generate as sc
+from pipeline.features.head.tracking import FaceMeshTracker
+from pipeline.media.audio import ffmpeg_exe
+from pipeline.sample.corpus_files import ground_truth_paths, load_ground_truth
+from pipeline.sample.faces import default_look, face_landmarks_px, relative_rotation_deg
+from pipeline.sample.motion import MOTION_COLUMNS
 
 SESSIONS = ("s01", "s02", "s03")
 
@@ -83,7 +87,7 @@ def _read_annotation(session: Path) -> list[tuple[str, float, float, str]]:
 
 def _probe_audio(path: Path) -> tuple[str, int, int, float]:
     """(codec, rate, channels, decoded seconds) using the ffmpeg binary only."""
-    exe = sc.ffmpeg_exe()
+    exe = ffmpeg_exe()
     info = subprocess.run([exe, "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr
     m = re.search(r"Audio: (\w+).*?, (\d+) Hz, (mono|stereo)", info)
     assert m, info
@@ -115,7 +119,7 @@ def test_layout_and_contract(corpus: Path) -> None:
         layouts.add("gallery" if "crop_x" in header else "solo")
         # ground truth is outside sessions/
         assert not list(sdir.glob("*.npz")) and not list(sdir.glob("*.json"))
-        gt = sc.load_ground_truth(corpus, sid)
+        gt = load_ground_truth(corpus, sid)
         assert set(gt["motion"]) == {r["participant_id"] for r in rows}
     assert len(all_pids) >= 4
     assert kinds == {".csv", ".eaf", ".TextGrid"}
@@ -124,7 +128,7 @@ def test_layout_and_contract(corpus: Path) -> None:
 
 def test_annotations_match_ground_truth(corpus: Path) -> None:
     for sid in SESSIONS:
-        gt = sc.load_ground_truth(corpus, sid)
+        gt = load_ground_truth(corpus, sid)
         got = sorted(_read_annotation(corpus / "sessions" / sid), key=lambda r: (r[1], r[0]))
         want = sorted(((p, s, e, lab) for p, s, e, lab in gt["annotation_rows"]), key=lambda r: (r[1], r[0]))
         assert [r[0] for r in got] == [r[0] for r in want]
@@ -148,7 +152,7 @@ def test_audio_decodes_at_expected_format(corpus: Path) -> None:
     expected = {"s01": ("pcm_s16le", 16000, 1), "s02": ("aac", 48000, 2), "s03": ("mp3", 44100, 1)}
     for sid in SESSIONS:
         sdir = corpus / "sessions" / sid
-        gt = sc.load_ground_truth(corpus, sid)
+        gt = load_ground_truth(corpus, sid)
         for r in _participants(sdir):
             codec, rate, ch, dur = _probe_audio(sdir / r["audio"])
             if gt["audio_format"] != "wav44k_stereo":  # the mp3 fallback when libmp3lame is missing
@@ -157,7 +161,7 @@ def test_audio_decodes_at_expected_format(corpus: Path) -> None:
 
 
 def test_listener_audio_holds_only_backchannels(corpus: Path) -> None:
-    gt = sc.load_ground_truth(corpus, "s01")
+    gt = load_ground_truth(corpus, "s01")
     sdir = corpus / "sessions" / "s01"
     for r in _participants(sdir):
         pid = r["participant_id"]
@@ -177,7 +181,7 @@ def test_listener_audio_holds_only_backchannels(corpus: Path) -> None:
 def test_video_frames_and_rate(corpus: Path) -> None:
     for sid in SESSIONS:
         sdir = corpus / "sessions" / sid
-        gt = sc.load_ground_truth(corpus, sid)
+        gt = load_ground_truth(corpus, sid)
         for r in _participants(sdir):
             cap = cv2.VideoCapture(str(sdir / r["video"]))
             try:
@@ -191,8 +195,8 @@ def test_video_frames_and_rate(corpus: Path) -> None:
                 x, y, cw, ch = (int(r[k]) for k in ("crop_x", "crop_y", "crop_w", "crop_h"))
                 assert x >= 0 and y >= 0 and x + cw <= w and y + ch <= h
                 assert tuple(gt["rects"][r["participant_id"]]) == (x, y, cw, ch)
-            assert gt["motion"][r["participant_id"]].shape == (gt["n_frames"], len(sc.MOTION_COLUMNS))
-        codec = subprocess.run([sc.ffmpeg_exe(), "-hide_banner", "-i", str(sdir / _participants(sdir)[0]["video"])],
+            assert gt["motion"][r["participant_id"]].shape == (gt["n_frames"], len(MOTION_COLUMNS))
+        codec = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(sdir / _participants(sdir)[0]["video"])],
                                capture_output=True, text=True).stderr
         assert "Video: h264" in codec or "Video: mpeg4" in codec
         assert "yuv420p" in codec
@@ -200,7 +204,7 @@ def test_video_frames_and_rate(corpus: Path) -> None:
 
 def test_planted_nods_follow_phrase_ends(corpus: Path) -> None:
     for sid in SESSIONS:
-        gt = sc.load_ground_truth(corpus, sid)
+        gt = load_ground_truth(corpus, sid)
         nods = [n for n in gt["nods"] if n["index_in_group"] == 0]
         assert len(nods) >= 4
         for n in nods:
@@ -225,7 +229,7 @@ def test_make_session_is_deterministic(tmp_path: Path, annotation: str, layout: 
     assert names == sorted(p.name for p in b.iterdir())
     for name in names:  # annotations, participants.csv, audio AND video: byte-identical
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    ga, gb = sc.ground_truth_paths(tmp_path / "a", "x01"), sc.ground_truth_paths(tmp_path / "b", "x01")
+    ga, gb = ground_truth_paths(tmp_path / "a", "x01"), ground_truth_paths(tmp_path / "b", "x01")
     assert ga[1].read_bytes() == gb[1].read_bytes()
     c = sc.make_session(tmp_path / "c", "x01", ["P01", "P04"], **{**kw, "seed": 8})
     ann = next(p.name for p in a.glob("turns.*"))
@@ -245,7 +249,7 @@ def test_idempotent_and_incremental(corpus: Path) -> None:
     import shutil
 
     shutil.rmtree(new)  # leave the shared corpus as other tests expect it
-    for p in sc.ground_truth_paths(corpus, "s99"):
+    for p in ground_truth_paths(corpus, "s99"):
         p.unlink()
 
 
@@ -263,7 +267,7 @@ def _video_tiles(corpus: Path):
 
 def test_facemesh_detects_faces_and_nods(corpus: Path) -> None:
     for sid, pid, video, rect in _video_tiles(corpus):
-        gt = sc.load_ground_truth(corpus, sid)
+        gt = load_ground_truth(corpus, sid)
         motion = gt["motion"][pid]
         fps = gt["fps"]
         nods = [n for n in gt["nods"] if n["participant_id"] == pid and n["index_in_group"] == 0]
@@ -282,7 +286,7 @@ def test_facemesh_detects_faces_and_nods(corpus: Path) -> None:
                     if rect is not None:
                         x, y, w, h = rect
                         frame = frame[y:y + h, x:x + w]
-                    lms[i] = sc.face_landmarks_px(frame, fm)
+                    lms[i] = face_landmarks_px(frame, fm)
                 i += 1
         cap.release()
         rate = np.mean([v is not None for v in lms.values()])
@@ -290,7 +294,7 @@ def test_facemesh_detects_faces_and_nods(corpus: Path) -> None:
         # Procrustes pitch relative to the frame closest to zero ground-truth pitch
         idx = sorted(k for k, v in lms.items() if v is not None)
         ref = min(idx, key=lambda k: abs(motion[k, 1]) + abs(motion[k, 2]) + abs(motion[k, 3]))
-        pitch = {k: sc.relative_rotation_deg(lms[ref], lms[k])[0] for k in idx}
+        pitch = {k: relative_rotation_deg(lms[ref], lms[k])[0] for k in idx}
         truth = np.array([motion[k, 1] for k in idx])
         meas = np.array([pitch[k] for k in idx])
         assert np.corrcoef(truth, meas)[0, 1] > 0.8, (sid, pid)
@@ -309,4 +313,4 @@ def test_extra_sessions_add_new_people() -> None:
     assert [s["session_id"] for s in specs] == ["s01", "s02", "s03", "s04", "s05"]
     people = [p for s in specs for p in s["participants"]]
     assert len(people) == len(set(people)) == 10 and people[-4:] == ["P07", "P08", "P09", "P10"]
-    assert sc.default_look("P07").f0_hz != sc.default_look("P08").f0_hz  # other voices
+    assert default_look("P07").f0_hz != default_look("P08").f0_hz  # other voices

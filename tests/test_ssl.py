@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from pipeline.features.ssl.extract import (  # noqa: E402
+from pipeline.features.speech_ssl import (  # noqa: E402
     SSLModelError,
     StreamingSSL,
     bf16_to_float32,

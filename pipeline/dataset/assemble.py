@@ -268,7 +268,7 @@ def collect_sessions(plan: BuildPlan, layout: WorkLayout) -> tuple[list[SessionR
 def ssl_set_spec(model: SSLModel, records: list[RecordingRecord]) -> dict:
     """The one description of an SSL feature set (manifest, shard metadata, checkpoints, data card).
 
-    `model.spec` is `pipeline.features.ssl.extract.ssl_spec` (what defines the values); added here:
+    `model.spec` is `pipeline.features.speech_ssl.ssl_spec` (what defines the values); added here:
     where the model came from and what the extraction measured (stored shape, chunking check).
     """
     shapes = {tuple(r.details["shape"][1:]) for r in records if r.ok}

@@ -111,7 +111,7 @@ class LHGDataset:
             if self.ssl_layers is not None:
                 feats = feats[:, :, self.ssl_layers]
             if self._ssl_bf16:
-                from pipeline.features.ssl.extract import bf16_to_float32
+                from pipeline.features.speech_ssl import bf16_to_float32
 
                 item["ssl"] = bf16_to_float32(feats)
             else:

@@ -40,7 +40,7 @@ class SSLModel:
     model_dir: str
     model_tag: str  # readable name + weights hash, part of output paths
     weights_sha256: str = ""
-    spec: dict = field(default_factory=dict)  # value-defining spec (pipeline.features.ssl.extract.ssl_spec)
+    spec: dict = field(default_factory=dict)  # value-defining spec (pipeline.features.speech_ssl.ssl_spec)
 
     def set_name(self, mode: str) -> str:
         return f"{self.model_tag}-{mode}"
@@ -101,7 +101,7 @@ def _plan_session(spec: SessionSpec, hashes: FileHashCache) -> tuple[SessionPlan
 
 
 def _plan_ssl_model(name: str, cfg: SSLConfig, hashes: FileHashCache) -> SSLModel:
-    from pipeline.features.ssl.checkpoints import (
+    from pipeline.features.speech_ssl.checkpoints import (
         CheckpointError,
         checkpoint_sha256,
         model_tag,
@@ -123,7 +123,7 @@ def ssl_value_spec(name: str, folder: Path, digest: str, cfg: SSLConfig) -> dict
     """
     from importlib import metadata
 
-    from pipeline.features.ssl.extract import LoadedSSL, ssl_spec
+    from pipeline.features.speech_ssl import LoadedSSL, ssl_spec
 
     config = json.loads((folder / "config.json").read_text())
     try:

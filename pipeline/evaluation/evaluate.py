@@ -25,6 +25,7 @@ import numpy as np
 import pipeline.evaluation.metrics as metrics
 from pipeline.common.errors import InputError
 from pipeline.evaluation.config import EvalConfig
+from pipeline.evaluation import baselines
 from schemas.conventions import HEAD_FPS
 
 log = logging.getLogger(__name__)
@@ -143,8 +144,8 @@ def generate_for_checkpoint(folder: Path, dataset_dir: Path, cfg: EvalConfig, po
     import torch
 
     from pipeline.common.logs import progress
+    from pipeline.common.runtime import resolve_device
     from pipeline.model.network import generate, load_checkpoint
-    from pipeline.model.train import resolve_device
 
     device = resolve_device(cfg.device)
     model, extra = load_checkpoint(folder, map_location=str(device))
@@ -264,10 +265,10 @@ def evaluate(dataset_dir: str | Path, checkpoints: dict[str, str | Path], out_di
 
     outputs: dict[str, np.ndarray] = {}
     rng_pool = [x for x in train_lis if len(x) >= e]
-    outputs["Random"] = metrics.random_clips(rng_pool, len(ids), e, seed=cfg.seed)
-    outputs["Mirror"] = metrics.mirror(speaker)
+    outputs["Random"] = baselines.random_clips(rng_pool, len(ids), e, seed=cfg.seed)
+    outputs["Mirror"] = baselines.mirror(speaker)
     spk_all = speaker_full[..., angle_idx].astype(np.float64)
-    outputs["Delay Mirror"] = np.stack([metrics.delay_mirror(s, c, e, delay_lag) for s in spk_all])
+    outputs["Delay Mirror"] = np.stack([baselines.delay_mirror(s, c, e, delay_lag) for s in spk_all])
     models_info = {}
     for name, path in checkpoints.items():
         if name in outputs or name == "Ground Truth":

@@ -20,26 +20,19 @@ import numpy as np
 from pipeline.common.errors import InputError
 from pipeline.common.fsutil import atomic_path, write_json_atomic
 from pipeline.common.logs import progress, quiet_native_logs, quiet_third_party
-from schemas.conventions import HEAD_HOP_S, HEAD_HOP_SAMPLES, SAMPLE_RATE, SSL_FRAMES_PER_HEAD
+from pipeline.common.runtime import limit_threads
+from pipeline.features.speech_ssl.options import SSL_FPS
+from schemas.conventions import HEAD_HOP_S
 
-SSL_FPS = SAMPLE_RATE * SSL_FRAMES_PER_HEAD / HEAD_HOP_SAMPLES  # 50 SSL frames per second
 
-
-def limit_threads() -> None:
-    """One compute thread per worker process: parallelism comes from workers, not BLAS/torch."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+def prepare_worker() -> None:
+    """One compute thread per worker process (parallelism comes from workers), native logs quiet."""
+    limit_threads()
     # A LocalCluster's workers also inherit the `luigi` process's filtered stderr
     # (pipeline.common.logs.filter_native_stderr); workers of a remote cluster only get this.
     quiet_native_logs()
     if _in_dask_worker():
         quiet_third_party()
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def rejected_record(job: dict[str, Any], stage: str, exc: InputError) -> dict[str, Any]:
@@ -53,11 +46,11 @@ def run_head_job(job: dict[str, Any]) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.features.head.features import extract_head_features
-    from pipeline.features.head.pose import FaceMeshTracker
+    from pipeline.features.head.frame_features import extract_head_features
+    from pipeline.features.head.tracking import FaceMeshTracker
     from schemas.tables import head_features_schema, validate_table
 
-    limit_threads()
+    prepare_worker()
     cfg = job["config"]
     started = time.perf_counter()
     factory = (lambda: FaceMeshTracker(task_model=cfg["face_model"])) if cfg.get("face_model") else None
@@ -89,7 +82,7 @@ def run_audio_job(job: dict[str, Any]) -> dict[str, Any]:
     """FBank for one participant's audio, on the session (video) timeline: .npy + record."""
     from pipeline.features.fbank import fbank_for_file
 
-    limit_threads()
+    prepare_worker()
     started = time.perf_counter()
     try:
         fbank = fbank_for_file(job["audio"], offset_s=job["offset_s"], n_bins=job["config"]["fbank_bins"])
@@ -115,21 +108,17 @@ def run_ssl_job(job: dict[str, Any]) -> dict[str, Any]:
     The model is loaded once per worker process and reused across recordings. A checkpoint that
     cannot be loaded is a configuration error, not bad input: it raises and fails the task.
     """
-    from pipeline.features.ssl.extract import (
-        iter_ssl,
-        limit_torch_threads,
-        load_ssl_model,
-        ssl_num_frames,
-        storage_dtype,
-    )
+    from pipeline.features.speech_ssl import iter_ssl, load_ssl_model, ssl_num_frames, storage_dtype
     from pipeline.media.audio import decode_audio
 
-    limit_threads()
+    prepare_worker()
     cfg = job["config"]
     started = time.perf_counter()
     cache_key = (job["model_dir"], cfg["device"])
     if cache_key not in _SSL_MODELS:
-        limit_torch_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        import torch  # noqa: F401 - imported first, so limit_threads() sizes its pools before any work
+
+        limit_threads()
         _SSL_MODELS[cache_key] = load_ssl_model(job["model_dir"], device=cfg["device"])
     loaded = _SSL_MODELS[cache_key]
     try:
@@ -195,7 +184,7 @@ def chunking_check(loaded: Any, wave: np.ndarray, chunk_s: float, options: dict,
     `strict` must be exact (streaming with carried state); `none`/`attention` use overlapping
     windows whose difference from one pass depends on the context. Reported in the data card.
     """
-    from pipeline.features.ssl.extract import extract_ssl
+    from pipeline.features.speech_ssl import extract_ssl
 
     excerpt = wave[: int(excerpt_s * 16000)]
     chunk = min(chunk_s, excerpt_s / 3)  # at least three windows over the excerpt

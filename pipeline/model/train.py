@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.common.fsutil import atomic_path, write_json_atomic, write_text_atomic
+from pipeline.common.runtime import resolve_device
 from pipeline.common.settings import setting
 from schemas.conventions import CONTEXT_FRAMES
 
@@ -113,15 +114,6 @@ def collate(items: list[dict]) -> dict:
         mask[i, : it["listener_head"].shape[0]] = True
     batch["frame_mask"] = mask
     return batch
-
-
-def resolve_device(name: str):
-    """Device for a setting: auto = CUDA when present, else CPU; any other name goes to torch.device."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _speech(batch: dict, cfg: TrainConfig):

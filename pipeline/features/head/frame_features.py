@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy.signal import savgol_filter
 
-from pipeline.features.head.pose import RawTrack, track_video
+from pipeline.features.head.tracking import RawTrack, track_video
 from schemas.conventions import HEAD_HOP_S, STATIC_CHANNELS, head_feature_columns
 
 ANGLE_CHANNELS = frozenset({"pitch", "yaw", "roll"})
