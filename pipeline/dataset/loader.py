@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.dataset.normalization import NORMALIZATION_FILE, Normalization
 from schemas.shards import check_shard_tensors
 from schemas.tables import SPLITS
 
@@ -43,11 +44,7 @@ class LHGDataset:
         self.normalize = normalize
         self.as_torch = as_torch
         self.load_speech = speech  # False: heads only (baselines, calibration: no FBank reads)
-        stats = json.loads((self.dataset_dir / "normalization.json").read_text())
-        self._head_mean = np.asarray(stats["head"]["mean"], np.float32)
-        self._head_std = np.asarray(stats["head"]["std"], np.float32)
-        self._fbank_mean = np.asarray(stats["speech_fbank"]["mean"], np.float32)
-        self._fbank_std = np.asarray(stats["speech_fbank"]["std"], np.float32)
+        self._norm = Normalization.from_json(self.dataset_dir / NORMALIZATION_FILE)
         self._handles: dict[str, Any] = {}
         self.ssl = ssl
         self.ssl_layers = ssl_layers
@@ -93,9 +90,9 @@ class LHGDataset:
         listener_valid = shard.get_slice("listener_valid")[a:b].astype(bool)
         speaker_valid = shard.get_slice("speaker_valid")[a:b].astype(bool)
         if self.normalize:
-            listener = (listener - self._head_mean) / self._head_std
-            speaker = (speaker - self._head_mean) / self._head_std
-            speech = None if speech is None else (speech - self._fbank_mean) / self._fbank_std
+            listener = self._norm.head.apply(listener)
+            speaker = self._norm.head.apply(speaker)
+            speech = None if speech is None else self._norm.speech_fbank.apply(speech)
         item = {
             "segment_id": row["segment_id"],
             "listener_head": np.nan_to_num(listener, nan=0.0).astype(np.float32),

@@ -24,6 +24,7 @@ import numpy as np
 
 import pipeline.evaluation.metrics as metrics
 from pipeline.common.errors import InputError
+from pipeline.dataset.normalization import Normalization
 from pipeline.evaluation.config import EvalConfig
 from pipeline.evaluation import baselines
 from schemas.conventions import HEAD_FPS
@@ -158,27 +159,23 @@ def generate_for_checkpoint(folder: Path, dataset_dir: Path, cfg: EvalConfig, po
     data = _open(dataset_dir, cfg.split, ssl=ssl_set, speech=ssl_set is None)
     if layers:
         data.ssl_layers = layers
-    norm = extra["normalization"]
-    head_mean = np.asarray(norm["head"]["mean"], np.float32)
-    head_std = np.asarray(norm["head"]["std"], np.float32)
-    fb_mean = np.asarray(norm["speech_fbank"]["mean"], np.float32)
-    fb_std = np.asarray(norm["speech_fbank"]["std"], np.float32)
+    norm = Normalization.from_dict(extra["normalization"])
     need = cfg.context_frames + cfg.eval_frames
     outputs = []
     started = time.perf_counter()
     bar = progress(total=len(positions), desc=f"generating ({folder.name})", unit="sample")
     for b in range(0, len(positions), cfg.batch_size):
         items = [data[i] for i in positions[b:b + cfg.batch_size]]
-        speaker = np.stack([(it["speaker_head"][:need] - head_mean) / head_std for it in items])
-        listener = np.stack([(it["listener_head"][:cfg.context_frames] - head_mean) / head_std for it in items])
+        speaker = np.stack([norm.head.apply(it["speaker_head"][:need]) for it in items])
+        listener = np.stack([norm.head.apply(it["listener_head"][:cfg.context_frames]) for it in items])
         if ssl_set is None:
-            speech = np.stack([(it["speech"][:need] - fb_mean) / fb_std for it in items])
+            speech = np.stack([norm.speech_fbank.apply(it["speech"][:need]) for it in items])
         else:
             speech = np.stack([it["ssl"][:need] for it in items])
         as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)  # noqa: E731
         out = generate(model, as_t(speech), as_t(speaker), as_t(listener), context_frames=cfg.context_frames,
                        advance=cfg.advance)
-        outputs.append(out.float().cpu().numpy() * head_std + head_mean)
+        outputs.append(norm.head.undo(out.float().cpu().numpy()))
         bar.update(len(items))
     bar.close()
     seconds = time.perf_counter() - started

@@ -32,6 +32,7 @@ import numpy as np
 from pipeline.common.fsutil import atomic_path, write_json_atomic, write_text_atomic
 from pipeline.common.runtime import resolve_device
 from pipeline.common.settings import setting
+from pipeline.dataset.normalization import NORMALIZATION_FILE
 from schemas.conventions import CONTEXT_FRAMES
 
 log = logging.getLogger(__name__)
@@ -232,7 +233,7 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
     train_set, valid_set = open_split(dataset_dir, "train", cfg), open_split(dataset_dir, "valid", cfg)
     if len(train_set) == 0:
         raise RuntimeError(f"{dataset_dir}: the train split is empty")
-    normalization = json.loads((Path(dataset_dir) / "normalization.json").read_text())
+    normalization = json.loads((Path(dataset_dir) / NORMALIZATION_FILE).read_text())  # stored in checkpoints
     first = collate([train_set[0]])
     heads_only = LHGDataset(dataset_dir, "train", speech=False)  # gains need no speech reads
     model_cfg = model_config_for(cfg, first, delta_gains(heads_only, first["listener_head"].shape[-1] // 3))
