@@ -25,8 +25,8 @@ import numpy as np
 import pipeline.evaluation.metrics as metrics
 from pipeline.common.errors import InputError
 from pipeline.dataset.normalization import Normalization
-from pipeline.evaluation.config import EvalConfig
 from pipeline.evaluation import baselines
+from pipeline.evaluation.config import EvalConfig
 from schemas.conventions import HEAD_FPS
 
 log = logging.getLogger(__name__)
