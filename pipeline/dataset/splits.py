@@ -86,47 +86,18 @@ def assign_splits(
     fixed = {} if (registry is None or redraw) else _check_registry(registry, mode, seed, ratio_t)
 
     dur_us = ((segs["end_s"] - segs["start_s"]) * 1e6).round().astype("int64")
-    segs = segs.assign(_dur_us=dur_us)
-
+    checked = segs.assign(_dur_us=dur_us)
+    segs, unit_of, members, bad_sessions = _split_units(checked, mode, fixed)
     excluded_rows: list[tuple[str, str]] = []
-    bad_sessions: dict[str, str] = {}
     excluded_s = 0.0
-    if mode == "listener":
-        unit_of = {p: p for p in segs["listener_id"].unique()}
-        members = {p: [p] for p in unit_of}
-        seg_unit = segs["listener_id"]
-    else:
-        unit_of, members, bad_sessions = _person_components(segs, fixed)
-        if bad_sessions:
-            mask = segs["session_id"].isin(bad_sessions)
-            for sid, sess in zip(segs.loc[mask, "segment_id"], segs.loc[mask, "session_id"], strict=True):
-                excluded_rows.append((sid, bad_sessions[sess]))
-            excluded_s = float((segs.loc[mask, "end_s"] - segs.loc[mask, "start_s"]).sum())
-            segs = segs.loc[~mask]
-        seg_unit = segs["listener_id"].map(unit_of)
-
+    if bad_sessions:
+        dropped = checked.loc[checked["session_id"].isin(bad_sessions)]
+        excluded_rows = [(sid, bad_sessions[sess]) for sid, sess in
+                         zip(dropped["segment_id"], dropped["session_id"], strict=True)]
+        excluded_s = float((dropped["end_s"] - dropped["start_s"]).sum())
+    seg_unit = segs["listener_id"].map(unit_of)
     unit_dur = segs.groupby(seg_unit.to_numpy())["_dur_us"].sum().to_dict()
-    total = sum(unit_dur.values())
-    targets = [r * total for r in ratio_t]
-    current = [0, 0, 0]
-    unit_split: dict[str, str] = {}
-    new_units = []
-    for unit, d in unit_dur.items():
-        reg = {fixed[p] for p in members[unit] if p in fixed}
-        if reg:
-            (split,) = reg  # person components never hold two registered splits (see above)
-            unit_split[unit] = split
-            current[SPLITS.index(split)] += d
-        else:
-            new_units.append(unit)
-    new_units.sort(key=lambda u: (-unit_dur[u], _seeded_key(seed, u)))
-    for unit in new_units:
-        best = max(
-            (i for i in range(3) if ratio_t[i] > 0),
-            key=lambda i: ((targets[i] - current[i]) / targets[i] if targets[i] > 0 else -math.inf, -i),
-        )
-        unit_split[unit] = SPLITS[best]
-        current[best] += unit_dur[unit]
+    unit_split, new_units = _place_units(unit_dur, members, fixed, ratio_t, seed)
 
     assignments = dict(fixed)
     for unit, split in unit_split.items():
@@ -154,6 +125,48 @@ def assign_splits(
         excluded=excluded,
         report=report,
     )
+
+
+def _split_units(segs: pd.DataFrame, mode: str, fixed: dict[str, str]
+                 ) -> tuple[pd.DataFrame, dict[str, str], dict[str, list[str]], dict[str, str]]:
+    """The units that move together -> (segments kept, unit of each listener, members of each unit,
+    excluded session -> reason). Listener mode: one unit per listener; person mode: the components of
+    the participants graph, minus sessions that would join registered participants of two splits."""
+    if mode == "listener":
+        unit_of = {p: p for p in segs["listener_id"].unique()}
+        return segs, unit_of, {p: [p] for p in unit_of}, {}
+    unit_of, members, bad_sessions = _person_components(segs, fixed)
+    if bad_sessions:
+        segs = segs.loc[~segs["session_id"].isin(bad_sessions)]
+    return segs, unit_of, members, bad_sessions
+
+
+def _place_units(unit_dur: dict[str, int], members: dict[str, list[str]], fixed: dict[str, str],
+                 ratio_t: tuple[float, ...], seed: int) -> tuple[dict[str, str], list[str]]:
+    """Registered units keep their split; new ones go, largest first, to the split with the largest
+    relative deficit (the balancing rule of `assign_splits`) -> (unit -> split, new units in order)."""
+    total = sum(unit_dur.values())
+    targets = [r * total for r in ratio_t]
+    current = [0, 0, 0]
+    unit_split: dict[str, str] = {}
+    new_units = []
+    for unit, d in unit_dur.items():
+        reg = {fixed[p] for p in members[unit] if p in fixed}
+        if reg:
+            (split,) = reg  # person components never hold two registered splits (see above)
+            unit_split[unit] = split
+            current[SPLITS.index(split)] += d
+        else:
+            new_units.append(unit)
+    new_units.sort(key=lambda u: (-unit_dur[u], _seeded_key(seed, u)))
+    for unit in new_units:
+        best = max(
+            (i for i in range(3) if ratio_t[i] > 0),
+            key=lambda i: ((targets[i] - current[i]) / targets[i] if targets[i] > 0 else -math.inf, -i),
+        )
+        unit_split[unit] = SPLITS[best]
+        current[best] += unit_dur[unit]
+    return unit_split, new_units
 
 
 def _seeded_key(seed: int, unit: str) -> str:

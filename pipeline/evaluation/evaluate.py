@@ -225,6 +225,58 @@ def _clean(value: Any) -> Any:
     return value
 
 
+@dataclass
+class TrainReferences:
+    """What the train split fixes for an evaluation: the activity detector, the speaker -> listener
+    cross-correlation and the Delay Mirror lag chosen on it, and the clips the Random baseline draws."""
+
+    listener: list[np.ndarray]  # fully valid train listener clips, angles only (degrees)
+    detector: Any
+    max_lag: int
+    lags: np.ndarray
+    curve: np.ndarray
+    delay_lag: int
+
+
+def train_references(dataset_dir: Path, cfg: EvalConfig, angle_idx: list[int]) -> TrainReferences:
+    train = valid_clips(dataset_dir, "train")
+    if not train.listener:
+        raise InputError(str(dataset_dir), "the train split has no fully valid segment (baselines need one)")
+    train_lis = [x[:, angle_idx].astype(np.float64) for x in train.listener]
+    train_spk = [x[:, angle_idx].astype(np.float64) for x in train.speaker]
+    vertical = ANGLES.index(cfg.activity_channel)
+    detector = metrics.calibrate_activity([x[:, vertical] for x in train_lis], k_high=cfg.activity_k_high,
+                                          k_low=cfg.activity_k_low)
+    max_lag = int(round(cfg.xcorr_max_lag_s * HEAD_FPS))
+    lags, train_curve = metrics.pooled_cross_correlation(train_spk, train_lis, max_lag=max_lag)
+    positive = (lags >= 1) & np.isfinite(train_curve)
+    if not positive.any():
+        raise InputError(str(dataset_dir), "speaker -> listener cross-correlation undefined on the train split")
+    delay_lag = int(lags[positive][int(np.argmax(train_curve[positive]))])
+    return TrainReferences(train_lis, detector, max_lag, lags, train_curve, delay_lag)
+
+
+def metric_tables(outputs: dict[str, np.ndarray], gt: np.ndarray, speaker: np.ndarray, detector: Any,
+                  cfg: EvalConfig, max_lag: int) -> tuple[dict[str, dict], dict[str, Any]]:
+    """Table I rows (ground truth first, then every method) and speaker -> listener cross-correlation
+    curves within the evaluated windows."""
+    vertical = ANGLES.index(cfg.activity_channel)
+    e = gt.shape[1]
+    centers = metrics.fit_clusters(gt, k=cfg.si_clusters, seed=cfg.seed)
+    gt_active = metrics.detect_activity(gt[..., vertical], detector)
+    table = {"Ground Truth": {"Var": metrics.variation(gt, window=cfg.long_window),
+                              "SI": metrics.style_index(gt, centers, window=cfg.short_window, mode=cfg.si_mode),
+                              "Act": float(gt_active.mean())}}
+    for name, gen in outputs.items():
+        table[name] = method_metrics(gen, gt, speaker, gt_active, centers, detector, cfg, vertical)
+    xmax = min(max_lag, e - 2)
+    xcorr: dict[str, Any] = {"lags_frames": list(range(-xmax, xmax + 1))}
+    xcorr["Ground Truth"] = metrics.cross_correlation(speaker, gt, max_lag=xmax)[1]
+    for name, gen in outputs.items():
+        xcorr[name] = metrics.cross_correlation(speaker, gen, max_lag=xmax)[1]
+    return table, xcorr
+
+
 def evaluate(dataset_dir: str | Path, checkpoints: dict[str, str | Path], out_dir: str | Path,
              cfg: EvalConfig = EvalConfig(), *, extra_info: dict | None = None) -> dict:
     """Evaluate named checkpoints and the baselines; write the report into `out_dir`; return results."""
@@ -246,26 +298,13 @@ def evaluate(dataset_dir: str | Path, checkpoints: dict[str, str | Path], out_di
     gt = listener_full[:, c:c + e, angle_idx].astype(np.float64)
     speaker = speaker_full[:, c:c + e, angle_idx].astype(np.float64)
 
-    train = valid_clips(dataset_dir, "train")
-    if not train.listener:
-        raise InputError(str(dataset_dir), "the train split has no fully valid segment (baselines need one)")
-    train_lis = [x[:, angle_idx].astype(np.float64) for x in train.listener]
-    train_spk = [x[:, angle_idx].astype(np.float64) for x in train.speaker]
-    detector = metrics.calibrate_activity([x[:, vertical] for x in train_lis], k_high=cfg.activity_k_high,
-                                          k_low=cfg.activity_k_low)
-    max_lag = int(round(cfg.xcorr_max_lag_s * HEAD_FPS))
-    lags, train_curve = metrics.pooled_cross_correlation(train_spk, train_lis, max_lag=max_lag)
-    positive = (lags >= 1) & np.isfinite(train_curve)
-    if not positive.any():
-        raise InputError(str(dataset_dir), "speaker -> listener cross-correlation undefined on the train split")
-    delay_lag = int(lags[positive][int(np.argmax(train_curve[positive]))])
-
+    ref = train_references(dataset_dir, cfg, angle_idx)
     outputs: dict[str, np.ndarray] = {}
-    rng_pool = [x for x in train_lis if len(x) >= e]
+    rng_pool = [x for x in ref.listener if len(x) >= e]
     outputs["Random"] = baselines.random_clips(rng_pool, len(ids), e, seed=cfg.seed)
     outputs["Mirror"] = baselines.mirror(speaker)
     spk_all = speaker_full[..., angle_idx].astype(np.float64)
-    outputs["Delay Mirror"] = np.stack([baselines.delay_mirror(s, c, e, delay_lag) for s in spk_all])
+    outputs["Delay Mirror"] = np.stack([baselines.delay_mirror(s, c, e, ref.delay_lag) for s in spk_all])
     models_info = {}
     for name, path in checkpoints.items():
         if name in outputs or name == "Ground Truth":
@@ -276,30 +315,17 @@ def evaluate(dataset_dir: str | Path, checkpoints: dict[str, str | Path], out_di
         outputs[name] = generated[:, c:c + e, angle_idx]
         models_info[name] = info
 
-    centers = metrics.fit_clusters(gt, k=cfg.si_clusters, seed=cfg.seed)
-    gt_active = metrics.detect_activity(gt[..., vertical], detector)
-    table = {"Ground Truth": {"Var": metrics.variation(gt, window=cfg.long_window),
-                              "SI": metrics.style_index(gt, centers, window=cfg.short_window, mode=cfg.si_mode),
-                              "Act": float(gt_active.mean())}}
-    for name, gen in outputs.items():
-        table[name] = method_metrics(gen, gt, speaker, gt_active, centers, detector, cfg, vertical)
-
-    xmax = min(max_lag, e - 2)
-    xcorr = {"lags_frames": list(range(-xmax, xmax + 1))}
-    xcorr["Ground Truth"] = metrics.cross_correlation(speaker, gt, max_lag=xmax)[1]
-    for name, gen in outputs.items():
-        xcorr[name] = metrics.cross_correlation(speaker, gen, max_lag=xmax)[1]
-
+    table, xcorr = metric_tables(outputs, gt, speaker, ref.detector, cfg, ref.max_lag)
     results = {
         "config": cfg.to_dict(),
         "dataset": {"dir": str(dataset_dir.resolve()), "build_id": manifest.get("build_id"),
                     "head_columns": head_columns},
         "samples": {**sample_info, "segment_ids": ids},
         "angles": list(ANGLES),
-        "activity_detector": {**detector.to_dict(), "channel": cfg.activity_channel, "units": "deg/s",
-                              "calibrated_on": f"{len(train_lis)} fully valid train listener segments"},
-        "delay_mirror": {"lag_frames": delay_lag, "lag_s": delay_lag / HEAD_FPS,
-                         "train_curve": list(train_curve), "lags_frames": lags.tolist()},
+        "activity_detector": {**ref.detector.to_dict(), "channel": cfg.activity_channel, "units": "deg/s",
+                              "calibrated_on": f"{len(ref.listener)} fully valid train listener segments"},
+        "delay_mirror": {"lag_frames": ref.delay_lag, "lag_s": ref.delay_lag / HEAD_FPS,
+                         "train_curve": list(ref.curve), "lags_frames": ref.lags.tolist()},
         "models": models_info,
         "methods": list(table),  # row order (JSON objects are written with sorted keys)
         "table": table,

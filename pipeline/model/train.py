@@ -222,8 +222,6 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
     from torch.utils.data import DataLoader
 
     from pipeline.dataset.loader import LHGDataset
-    from pipeline.model.network import LHGModel, load_checkpoint, save_checkpoint
-
     if cfg.amp not in ("", "bfloat16"):
         raise ValueError(f"amp must be '' or 'bfloat16', got {cfg.amp!r}")
     run_dir = Path(run_dir)
@@ -239,46 +237,15 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
     model_cfg = model_config_for(cfg, first, delta_gains(heads_only, first["listener_head"].shape[-1] // 3))
     extra = {"train": cfg.to_dict(), "normalization": normalization, "features": feature_spec(dataset_dir, cfg),
              "dataset": str(Path(dataset_dir).resolve())}
-    state_path = run_dir / "last" / "train_state.pt"
-    start_epoch, best_val, history = 0, math.inf, []
-    if state_path.is_file():
-        model, saved = load_checkpoint(run_dir / "last")
-        if TrainConfig.from_dict(saved.get("train", {})) != cfg:
-            raise RuntimeError(f"{run_dir}: holds a run with other settings; use another run folder")
-        state = torch.load(state_path, weights_only=True)
-        start_epoch, best_val = int(state["epoch"]) + 1, float(state["best_val"])
-        history = [row for row in _read_log(run_dir / "log.csv") if int(row["epoch"]) < start_epoch]
-    else:
-        model, state = LHGModel(model_cfg), None
-    model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
+    model, optimizer, scheduler, (start_epoch, best_val, history) = _model_and_state(run_dir, cfg, model_cfg,
+                                                                                   device)
     valid_loader = DataLoader(valid_set, batch_size=cfg.batch_size, collate_fn=collate)
     log.info("training %s/%s on %s: %d train / %d valid segments, epochs %d-%d -> %s", cfg.arch, cfg.speech,
                 device, len(train_set), len(valid_set), start_epoch + 1, cfg.epochs, run_dir)
     bar = _progress(cfg.epochs, start_epoch, progress)
     for epoch in range(start_epoch, cfg.epochs):
         started = time.perf_counter()
-        model.train()
-        order = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # same order after a resume
-        loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=order,
-                            collate_fn=collate)
-        total, count, load_s = 0.0, 0, 0.0
-        tick = time.perf_counter()
-        for batch in loader:
-            load_s += time.perf_counter() - tick
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bfloat16"):
-                loss = batch_loss(model, batch, cfg, device)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(batch["segment_id"])
-            count += len(batch["segment_id"])
-            tick = time.perf_counter()
+        total, count, load_s = _train_epoch(model, train_set, optimizer, cfg, device, epoch)
         train_s = time.perf_counter() - started
         scheduler.step()
         train_loss = total / max(count, 1)
@@ -287,14 +254,8 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
         history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": val_loss,
                         "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 3),
                         "segments_per_s": round(count / train_s, 2), "loader_share": round(load_s / train_s, 3)})
-        if val_loss < best_val or (math.isnan(val_loss) and epoch == cfg.epochs - 1):
-            best_val = val_loss if not math.isnan(val_loss) else best_val
-            save_checkpoint(model, run_dir / "best", {**extra, "epoch": epoch, "valid_loss": val_loss})
-        save_checkpoint(model, run_dir / "last", {**extra, "epoch": epoch, "valid_loss": val_loss})
-        with atomic_path(state_path) as tmp:
-            torch.save({"epoch": epoch, "best_val": best_val, "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()}, tmp)
-        _write_log(run_dir / "log.csv", history)
+        best_val = _save_epoch(run_dir, model, optimizer, scheduler, extra, history, best_val,
+                               final=epoch == cfg.epochs - 1)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(train=f"{train_loss:.4f}", valid=f"{val_loss:.4f}")
@@ -308,6 +269,78 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
                "model": model_cfg.to_dict(), "train": cfg.to_dict()}
     write_json_atomic(run_dir / "summary.json", summary)
     return summary
+
+
+def _model_and_state(run_dir: Path, cfg: TrainConfig, model_cfg: Any, device: Any) -> tuple:
+    """A fresh model and optimiser, or those of the last finished epoch in `run_dir` (resume)
+    -> (model, optimizer, scheduler, (first epoch to run, best valid loss, log rows so far))."""
+    import torch
+
+    from pipeline.model.network import LHGModel, load_checkpoint
+
+    state_path = run_dir / "last" / "train_state.pt"
+    start_epoch, best_val, history, state = 0, math.inf, [], None
+    if state_path.is_file():
+        model, saved = load_checkpoint(run_dir / "last")
+        if TrainConfig.from_dict(saved.get("train", {})) != cfg:
+            raise RuntimeError(f"{run_dir}: holds a run with other settings; use another run folder")
+        state = torch.load(state_path, weights_only=True)
+        start_epoch, best_val = int(state["epoch"]) + 1, float(state["best_val"])
+        history = [row for row in _read_log(run_dir / "log.csv") if int(row["epoch"]) < start_epoch]
+    else:
+        model = LHGModel(model_cfg)
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+    return model, optimizer, scheduler, (start_epoch, best_val, history)
+
+
+def _train_epoch(model: Any, train_set: Any, optimizer: Any, cfg: TrainConfig, device: Any,
+                 epoch: int) -> tuple[float, int, float]:
+    """One pass over the train split -> (summed loss x segments, segments, seconds waiting for data)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    model.train()
+    order = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # same order after a resume
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=order, collate_fn=collate)
+    total, count, load_s = 0.0, 0, 0.0
+    tick = time.perf_counter()
+    for batch in loader:
+        load_s += time.perf_counter() - tick
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bfloat16"):
+            loss = batch_loss(model, batch, cfg, device)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(batch["segment_id"])
+        count += len(batch["segment_id"])
+        tick = time.perf_counter()
+    return total, count, load_s
+
+
+def _save_epoch(run_dir: Path, model: Any, optimizer: Any, scheduler: Any, extra: dict, history: list[dict],
+                best_val: float, *, final: bool) -> float:
+    """Checkpoints (`best` when the valid loss improved, always `last` + optimiser state) and the log of
+    the epoch just finished (`history[-1]`), each written atomically -> the best valid loss so far."""
+    import torch
+
+    from pipeline.model.network import save_checkpoint
+
+    epoch, val_loss = history[-1]["epoch"], history[-1]["valid_loss"]
+    if val_loss < best_val or (math.isnan(val_loss) and final):
+        best_val = val_loss if not math.isnan(val_loss) else best_val
+        save_checkpoint(model, run_dir / "best", {**extra, "epoch": epoch, "valid_loss": val_loss})
+    save_checkpoint(model, run_dir / "last", {**extra, "epoch": epoch, "valid_loss": val_loss})
+    with atomic_path(run_dir / "last" / "train_state.pt") as tmp:
+        torch.save({"epoch": epoch, "best_val": best_val, "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()}, tmp)
+    _write_log(run_dir / "log.csv", history)
+    return best_val
 
 
 def _progress(total: int, initial: int, enabled: bool):
