@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.common.fsutil import write_json_atomic, write_text_atomic
+from pipeline.common.logs import progress
 from pipeline.sample.annotation_files import ANNOTATION_FILES, annotation_text
 from pipeline.sample.corpus_files import (
     corpus_readme,
@@ -335,7 +336,7 @@ def make_sample_corpus(corpus_dir: str | Path, *, duration_s: float | None = Non
         marker.unlink()
     t0 = time.perf_counter()
     corpus.mkdir(parents=True, exist_ok=True)
-    for spec in specs:
+    for spec in progress(specs, desc="sample corpus", unit="session"):
         kw = dict(spec)
         sid = kw.pop("session_id")
         make_session(corpus, sid, kw.pop("participants"), seed=seed, **kw)
