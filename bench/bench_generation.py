@@ -1,6 +1,6 @@
 """Real-time factor of streaming listener-head generation: LSTM-Transformer vs Transformer baseline.
 
-Batch 1, FBank input (precomputed: random tensors of shape [T, 8, 80]), CPU, fp32, autoregressive
+Batch 1, FBank input (precomputed: random tensors of shape [T, 8, 80]), fp32, autoregressive
 (each step feeds the previous step's first predicted frame back as the listener input), warm-up steps
 excluded. One head frame = 0.08 s, so RTF = compute time / (steps x 0.08 s).
 
@@ -12,6 +12,7 @@ Paper (GPU, unspecified): RTF 0.15 (LSTM-Transformer) vs 0.22 (Transformer), rat
     .venv/bin/python bench/bench_generation.py            # paper size (20 x 1280) + tiny, 10 s and 60 s
     .venv/bin/python bench/bench_generation.py --quick    # 10 s and 20 s runs only
     .venv/bin/python bench/bench_generation.py --sizes tiny --json out.json
+    python bench/bench_generation.py --device cuda     # on a GPU (each step synchronised before timing)
 """
 
 from __future__ import annotations
@@ -38,25 +39,34 @@ SIZES = {
 ARCHS = ("lstm_transformer", "transformer")
 
 
-def run_one(arch: str, size: str, steps_short: int, steps_long: int, warmup: int, seed: int = 0) -> dict:
+def _sync(device: torch.device) -> None:
+    """Kernels are asynchronous on a GPU: a step's latency is only known once it has finished."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_one(arch: str, size: str, steps_short: int, steps_long: int, warmup: int, seed: int = 0,
+            device: torch.device | None = None) -> dict:
+    device = device or torch.device("cpu")
     torch.manual_seed(seed)
     cfg = ModelConfig(arch=arch, speech="fbank", dropout=0.0, max_len=max(4096, steps_long + 1),
                       **SIZES[size])
     t0 = time.perf_counter()
-    model = LHGModel(cfg).eval()
+    model = LHGModel(cfg).eval().to(device)
     build_s = time.perf_counter() - t0
     n_params = sum(p.numel() for p in model.parameters())
     g = torch.Generator().manual_seed(seed)
     n = max(steps_short, steps_long)
-    speech = torch.randn(1, n, *cfg.speech_shape, generator=g)
-    speaker = torch.randn(1, n, cfg.head_dim, generator=g)
-    listener0 = torch.randn(1, cfg.head_dim, generator=g)
+    speech = torch.randn(1, n, *cfg.speech_shape, generator=g).to(device)
+    speaker = torch.randn(1, n, cfg.head_dim, generator=g).to(device)
+    listener0 = torch.randn(1, cfg.head_dim, generator=g).to(device)
     with torch.inference_mode():
         state = model.init_state(1)
         lis = listener0
         for t in range(warmup):  # warm-up on its own state, not timed
             pred, state = model.step(speech[:, t], speaker[:, t], lis, state)
             lis = pred[:, 0]
+        _sync(device)
         lat = np.empty(n)
         state = model.init_state(1)
         lis = listener0
@@ -64,8 +74,9 @@ def run_one(arch: str, size: str, steps_short: int, steps_long: int, warmup: int
             a = time.perf_counter()
             pred, state = model.step(speech[:, t], speaker[:, t], lis, state)
             lis = pred[:, 0]
+            _sync(device)
             lat[t] = time.perf_counter() - a
-    out = {"arch": arch, "size": size, "params_M": n_params / 1e6, "build_s": build_s,
+    out = {"arch": arch, "size": size, "device": str(device), "params_M": n_params / 1e6, "build_s": build_s,
            "warmup_steps": warmup}
     short = lat[:steps_short]
     out[f"rtf_{steps_short}"] = short.sum() / (steps_short * HEAD_HOP_S)
@@ -92,20 +103,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     args = ap.parse_args(argv)
+    from pipeline.common.runtime import resolve_device
+
+    device = resolve_device(args.device)
     steps_long = args.steps_long or (250 if args.quick else 750)
     torch.set_num_threads(args.threads)
 
     rows = []
     for size in args.sizes:
         for arch in ARCHS:
-            r = run_one(arch, size, args.steps_short, steps_long, args.warmup)
+            r = run_one(arch, size, args.steps_short, steps_long, args.warmup, device=device)
             rows.append(r)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}),
                   flush=True)
 
     s, lg = args.steps_short, steps_long
-    print(f"\ntorch {torch.__version__}, threads={torch.get_num_threads()}, batch 1, fp32, FBank input, "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, threads={torch.get_num_threads()}"
+    print(f"\ntorch {torch.__version__}, {where}, batch 1, fp32, FBank input, "
           f"warm-up {args.warmup} steps excluded; short = {s} steps ({s * HEAD_HOP_S:.0f} s), "
           f"long = {lg} steps ({lg * HEAD_HOP_S:.0f} s)\n")
     print(f"| size | arch | params (M) | RTF {s * HEAD_HOP_S:.0f} s | RTF {lg * HEAD_HOP_S:.0f} s | "
@@ -127,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     for size, rr in ratios.items():
         print(f"  {size}: " + ", ".join(f"{k} {v:.2f}" for k, v in rr.items()))
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "ratios": ratios, "threads": args.threads,
+        args.json.write_text(json.dumps({"rows": rows, "ratios": ratios, "threads": args.threads, "device": str(device),
                                          "torch": torch.__version__}, indent=2))
     return 0
 
