@@ -14,7 +14,8 @@ the nearest-frame version; `bench/bench_head_extraction.py` measures it.
 
 Interpolation (`pose_at_grid`): linear in time between the two tracked frames around the grid time,
 using each frame's own timestamp (so variable frame rate works); angles are unwrapped between the
-two frames first. A frame within `COINCIDENT_S` of the grid time is used alone. A grid time has a
+two frames first. At the ends of the video, where a grid time has a frame on one side only, a frame
+within `COINCIDENT_S` of it is used alone. A grid time has a
 pose ("detected") only when every frame it uses has a face: one frame without a face leaves the
 grid times on both sides of it missing rather than falling back to a frame further away.
 """
@@ -65,16 +66,19 @@ def pose_at_grid(grid_s: np.ndarray, frame_t: np.ndarray, frame_pose: np.ndarray
     if len(frame_t) == 0 or n_grid == 0:
         return pose, np.zeros(n_grid, dtype=bool)
     tol = coincidence_tolerance(frame_s)
-    after = np.searchsorted(frame_t, grid_s - tol, side="left")  # first frame >= g - tol
-    after_c = np.minimum(after, len(frame_t) - 1)
-    coincident = (after < len(frame_t)) & (np.abs(frame_t[after_c] - grid_s) <= tol)
-    before = after - 1
-    bracketed = ~coincident & (before >= 0) & (after < len(frame_t))
-
+    after = np.searchsorted(frame_t, grid_s, side="left")  # first frame at or after g
+    before = np.where((after < len(frame_t)) & (frame_t[np.minimum(after, len(frame_t) - 1)] == grid_s),
+                      after, after - 1)  # a frame exactly at g brackets it from both sides
+    bracketed = (before >= 0) & (after < len(frame_t))
+    # at the ends of the video: a frame within the tolerance of g stands for it
+    nearest = np.clip(np.where(after < len(frame_t), after, after - 1), 0, len(frame_t) - 1)
+    coincident = ~bracketed & (np.abs(frame_t[nearest] - grid_s) <= tol)
+    after_c = nearest
     pose[coincident] = frame_pose[after_c[coincident]]
     i, j = before[bracketed], after[bracketed]
     t0, t1 = frame_t[i], frame_t[j]
-    weight = ((grid_s[bracketed] - t0) / (t1 - t0))[:, None]
+    span = np.where(t1 > t0, t1 - t0, 1.0)
+    weight = ((grid_s[bracketed] - t0) / span)[:, None]
     start = frame_pose[i]
     end = _angle_steps(frame_pose[j], start, angle_columns)
     pose[bracketed] = start + weight * (end - start)
