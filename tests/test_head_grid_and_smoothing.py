@@ -61,6 +61,14 @@ def test_a_frame_without_face_leaves_the_grid_times_next_to_it_missing() -> None
     assert np.isnan(out[2]).all()
 
 
+def test_a_frame_at_the_grid_time_is_used_alone() -> None:
+    """25 fps: every other grid time falls on a frame (up to float noise: 3 * 0.08 != 0.24)."""
+    frame_t = np.array([0.16, 0.24, 0.32])
+    pose = np.array([[1.0] * 6, [2.0] * 6, [np.nan] * 6])  # no face in the frame after
+    out, detected = pose_at_grid(np.array([3 * HEAD_HOP_S]), frame_t, pose, ANGLES, 0.04)
+    assert detected[0] and out[0, 0] == 2.0
+
+
 def test_one_euro_is_causal_and_keeps_a_constant() -> None:
     rng = np.random.default_rng(1)
     x = np.cumsum(rng.normal(0, 1, 100))

@@ -29,6 +29,7 @@ import numpy as np
 # A frame this close to a grid time is that grid time's pose on its own (container timestamps are
 # often rounded to 1 ms).
 COINCIDENT_S = 1e-3
+SAME_TIME_S = 1e-6  # float noise: a frame this close to a grid time is at that time
 
 
 def coincidence_tolerance(frame_s: float) -> float:
@@ -66,15 +67,15 @@ def pose_at_grid(grid_s: np.ndarray, frame_t: np.ndarray, frame_pose: np.ndarray
     if len(frame_t) == 0 or n_grid == 0:
         return pose, np.zeros(n_grid, dtype=bool)
     tol = coincidence_tolerance(frame_s)
-    after = np.searchsorted(frame_t, grid_s, side="left")  # first frame at or after g
-    before = np.where((after < len(frame_t)) & (frame_t[np.minimum(after, len(frame_t) - 1)] == grid_s),
-                      after, after - 1)  # a frame exactly at g brackets it from both sides
-    bracketed = (before >= 0) & (after < len(frame_t))
+    n_frames = len(frame_t)
+    after = np.searchsorted(frame_t, grid_s - SAME_TIME_S, side="left")  # first frame at or after g
+    same = (after < n_frames) & (np.abs(frame_t[np.minimum(after, n_frames - 1)] - grid_s) <= SAME_TIME_S)
+    before = np.where(same, after, after - 1)  # a frame at g brackets it from both sides
+    bracketed = (before >= 0) & (after < n_frames)
     # at the ends of the video: a frame within the tolerance of g stands for it
-    nearest = np.clip(np.where(after < len(frame_t), after, after - 1), 0, len(frame_t) - 1)
+    nearest = np.clip(np.where(after < n_frames, after, after - 1), 0, n_frames - 1)
     coincident = ~bracketed & (np.abs(frame_t[nearest] - grid_s) <= tol)
-    after_c = nearest
-    pose[coincident] = frame_pose[after_c[coincident]]
+    pose[coincident] = frame_pose[nearest[coincident]]
     i, j = before[bracketed], after[bracketed]
     t0, t1 = frame_t[i], frame_t[j]
     span = np.where(t1 > t0, t1 - t0, 1.0)
