@@ -49,9 +49,9 @@ class HeadConfig:
     face_model_sha256: str = ""  # content of that file, so swapping models recomputes head features
     smoothing: str = setting("none", "causal smoothing of the pose track: none or one_euro (One-Euro filter)",
                              option="head_smoothing", choices=("none", "one_euro"))
-    smoothing_min_cutoff_hz: float = setting(1.0, "One-Euro cutoff for a still head (Hz); lower = smoother",
+    smoothing_min_cutoff_hz: float = setting(0.5, "One-Euro cutoff for a still head (Hz); lower = smoother",
                                              option="head_smoothing_min_cutoff_hz", check=greater_than(0))
-    smoothing_beta: float = setting(0.05, "One-Euro speed coefficient (per deg/s); higher = less lag in fast "
+    smoothing_beta: float = setting(0.2, "One-Euro speed coefficient (per deg/s); higher = less lag in fast "
                                           "motion", option="head_smoothing_beta", check=at_least(0))
 
     def __post_init__(self) -> None:

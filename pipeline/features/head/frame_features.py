@@ -101,8 +101,8 @@ def head_features_from_track(
     savgol_window: int = 7,
     savgol_order: int = 2,
     smoothing: str = "none",
-    smoothing_min_cutoff_hz: float = 1.0,
-    smoothing_beta: float = 0.0,
+    smoothing_min_cutoff_hz: float = 0.5,
+    smoothing_beta: float = 0.2,
 ) -> pd.DataFrame:
     """Smooth (optional), add SG derivatives of observed runs, hold short gaps (module docstring)."""
     if savgol_window % 2 != 1 or savgol_window <= savgol_order:
