@@ -234,25 +234,55 @@ def track_video(
         stream = _open_stream(path, capture, crop)
         factory = tracker_factory or (lambda: FaceMeshTracker(static_image_mode=False))
         with factory() as tracker:
-            decoded = _landmarks_of_bracketing_frames(path, capture, stream, hop, tracker)
+            decoded = _poses_of_bracketing_frames(path, capture, stream, hop, tracker)
     finally:
         capture.release()
-    return _track_from_landmarks(path, *decoded, stream, hop, require_face)
+    return _track_from_poses(path, *decoded, stream, hop, require_face)
 
 
-def _landmarks_of_bracketing_frames(path: Path, capture: Any, stream: _VideoStream, hop: float,
-                                    tracker: LandmarkTracker) -> tuple[list[float], list[float], list[Any]]:
-    """Decode the video once: every frame's time, and landmarks of the frames around grid times.
+class _PoseRows:
+    """Pose of each tracked frame, converted from landmarks in batches (landmarks of a long video
+    would need ~11 kB per frame; a pose row needs 48 bytes)."""
 
-    Returns (all frame times, tracked frame times, their landmarks or None). Frames that bracket
-    no grid time (`pipeline.features.head.grid.frame_brackets_grid`) are only ``grab()``-ed.
+    BATCH = 256
+
+    def __init__(self, width: int, height: int):
+        self.width, self.height = width, height
+        self.rows: list[np.ndarray] = []
+        self._pending: list[np.ndarray | None] = []
+
+    def add(self, landmarks: np.ndarray | None) -> None:
+        self._pending.append(landmarks)
+        if len(self._pending) >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        pose = np.full((len(self._pending), len(STATIC_CHANNELS)), np.nan)
+        found = np.array([lm is not None for lm in self._pending], dtype=bool)
+        if found.any():
+            stacked = np.stack([lm for lm in self._pending if lm is not None])
+            pose[found] = pose_from_landmarks_batch(stacked, self.width, self.height)
+        self.rows.append(pose)
+        self._pending = []
+
+    def array(self) -> np.ndarray:
+        self.flush()
+        return np.concatenate(self.rows)
+
+
+def _poses_of_bracketing_frames(path: Path, capture: Any, stream: _VideoStream, hop: float,
+                                tracker: LandmarkTracker) -> tuple[list[float], list[float], np.ndarray]:
+    """Decode the video once: every frame's time, and the pose of the frames around grid times.
+
+    Returns (all frame times, tracked frame times, their poses (NaN rows: no face)). Frames that
+    bracket no grid time (`pipeline.features.head.grid.frame_brackets_grid`) are only ``grab()``-ed.
     """
     import cv2
 
     frame_s = 1.0 / stream.fps
     frame_times: list[float] = []
     tracked_times: list[float] = []
-    tracked_landmarks: list[Any] = []
+    poses = _PoseRows(stream.tile_w, stream.tile_h)
     while capture.grab():
         index = len(frame_times)
         t_msec = capture.get(cv2.CAP_PROP_POS_MSEC)
@@ -271,8 +301,8 @@ def _landmarks_of_bracketing_frames(path: Path, capture: Any, stream: _VideoStre
             x, y, w, h = stream.crop
             frame = frame[y : y + h, x : x + w]
         tracked_times.append(t)
-        tracked_landmarks.append(tracker.process(frame, timestamp_ms=int(round(t * 1000.0))))
-    return frame_times, tracked_times, tracked_landmarks
+        poses.add(tracker.process(frame, timestamp_ms=int(round(t * 1000.0))))
+    return frame_times, tracked_times, poses.array()
 
 
 def _check_complete(path: Path, frame_times: list[float], stream: _VideoStream) -> None:
@@ -289,19 +319,13 @@ def _check_complete(path: Path, frame_times: list[float], stream: _VideoStream) 
         )
 
 
-def _track_from_landmarks(path: Path, frame_times: list[float], tracked_times: list[float],
-                          tracked_landmarks: list[Any], stream: _VideoStream, hop: float,
-                          require_face: bool) -> RawTrack:
+def _track_from_poses(path: Path, frame_times: list[float], tracked_times: list[float],
+                      frame_pose: np.ndarray, stream: _VideoStream, hop: float, require_face: bool) -> RawTrack:
     """Check the decode was complete, then pose per grid point (NaN where no face)."""
     _check_complete(path, frame_times, stream)
     last_t = frame_times[-1]
     n_grid = math.floor(last_t / hop + 1e-6) + 1
-    frame_pose = np.full((len(tracked_times), len(STATIC_CHANNELS)), np.nan)
-    found = np.array([lm is not None for lm in tracked_landmarks], dtype=bool)
-    if found.any():
-        stacked = np.stack([lm for lm in tracked_landmarks if lm is not None])
-        frame_pose[found] = pose_from_landmarks_batch(stacked, stream.tile_w, stream.tile_h)
-    elif require_face:
+    if require_face and not np.isfinite(frame_pose).all(axis=1).any():
         where = f"t=0.00s..{last_t:.2f}s"
         raise NoFaceError(path, "no face detected in any frame (expected one visible face)", where)
     grid_s = np.arange(n_grid) * hop
