@@ -63,6 +63,13 @@ def _head_pose_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="X,Y,W,H",
         help="pixel rectangle of one participant's tile (gallery video); x/y/z are tile-relative",
     )
+    parser.add_argument(
+        "--face-model",
+        type=Path,
+        default=None,
+        metavar="TASK",
+        help="MediaPipe FaceLandmarker .task file (default: the FaceMesh bundled with mediapipe)",
+    )
 
 
 HEAD_POSE_HELP = "head pose (pitch, yaw, roll, x, y, z) of the one face in images and videos, to CSV"
@@ -78,9 +85,13 @@ def _head_pose(args: argparse.Namespace) -> int:
     from pipeline.common.fsutil import atomic_path
     from pipeline.features.head.tracking import FaceMeshTracker, pose_from_image, track_video
 
+    if args.face_model is not None and not args.face_model.is_file():
+        log.error("--face-model %s: no such file (expected a MediaPipe FaceLandmarker .task)", args.face_model)
+        return 2
     frames: list[pd.DataFrame] = []
     failed: list[Path] = []
-    image_tracker = FaceMeshTracker(static_image_mode=True)  # shared by all still images
+    # shared by all still images; videos get their own tracker (tracking state is per video)
+    image_tracker = FaceMeshTracker(static_image_mode=True, task_model=args.face_model)
     for path in args.files:
         try:
             if path.suffix.lower() in IMAGE_SUFFIXES:
@@ -94,7 +105,8 @@ def _head_pose(args: argparse.Namespace) -> int:
                 poses = np.full((1, 6), np.nan) if pose is None else pose[None]
                 valid = np.array([pose is not None])
             else:
-                track = track_video(path, crop=args.crop, require_face=False)
+                track = track_video(path, crop=args.crop, require_face=False,
+                                    tracker_factory=lambda: FaceMeshTracker(task_model=args.face_model))
                 if not track.detected.any():
                     log.warning("%s: no face found in any frame", path)
                 times, poses, valid = track.time_s, track.pose, track.detected

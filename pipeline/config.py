@@ -33,19 +33,26 @@ from pipeline.common.settings import (
 from schemas.conventions import MAX_SEGMENT_S, MIN_SEGMENT_S, PAPER5_CHANNELS, STATIC_CHANNELS
 
 # Bump when the algorithm of a stage changes (outputs of older versions are then recomputed).
-CODE_VERSIONS = {"head": 1, "audio": 1, "session": 1, "dataset": 1, "ssl": 1}
+CODE_VERSIONS = {"head": 2, "audio": 1, "session": 1, "dataset": 1, "ssl": 1}
 
 
 @dataclass(frozen=True)
 class HeadConfig:
     channels: tuple[str, ...] = setting(STATIC_CHANNELS, "6 static head channels (18 dims) or the paper's 5 (15)",
                                         choices={"6": STATIC_CHANNELS, "5": PAPER5_CHANNELS})
-    max_gap_s: float = setting(0.5, "face-tracking gaps up to this long (s) are interpolated; longer gaps "
-                                    "stay invalid", check=at_least(0))
+    max_gap_s: float = setting(0.5, "after a face is lost its last pose is held for up to this long (s), "
+                                    "flagged interpolated (model inputs only); the rest stays invalid",
+                               check=at_least(0))
     savgol_window: int = 7
     savgol_order: int = 2
     face_model: str = setting("", "optional MediaPipe FaceLandmarker .task file (default: the bundled FaceMesh)")
     face_model_sha256: str = ""  # content of that file, so swapping models recomputes head features
+    smoothing: str = setting("none", "causal smoothing of the pose track: none or one_euro (One-Euro filter)",
+                             option="head_smoothing", choices=("none", "one_euro"))
+    smoothing_min_cutoff_hz: float = setting(0.5, "One-Euro cutoff for a still head (Hz); lower = smoother",
+                                             option="head_smoothing_min_cutoff_hz", check=greater_than(0))
+    smoothing_beta: float = setting(0.2, "One-Euro speed coefficient (per deg/s); higher = less lag in fast "
+                                          "motion", option="head_smoothing_beta", check=at_least(0))
 
     def __post_init__(self) -> None:
         check_settings(self)

@@ -58,7 +58,7 @@ def test_help_lists_subcommands_and_options() -> None:
     top = _pipeline(["--help"])
     assert top.returncode == 0 and "head-pose" in top.stdout and "--log-level" in top.stdout
     sub = _pipeline(["head-pose", "--help"])
-    assert sub.returncode == 0 and "--crop" in sub.stdout and "--csv" in sub.stdout
+    assert sub.returncode == 0 and "--crop" in sub.stdout and "--csv" in sub.stdout and "--face-model" in sub.stdout
     bad = _pipeline(["--log-level", "chatty", "head-pose", "x.png", "--csv", "x.csv"])
     assert bad.returncode == 2 and "--log-level" in bad.stderr
 

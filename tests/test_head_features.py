@@ -48,46 +48,62 @@ def test_paper_five_channel_variant() -> None:
     assert len(frame.columns[4:]) == 15
 
 
-def test_short_gap_is_interpolated_and_flagged() -> None:
+def test_short_gap_holds_the_last_pose_and_is_flagged() -> None:
     missing = range(20, 26)  # 6 frames = 0.48 s <= 0.5 s
     frame = head_features_from_track(_track(_ramp(50), missing))
     truth = _ramp(50)
     assert frame["interpolated"].to_numpy().nonzero()[0].tolist() == list(missing)
     assert not frame["detected"].iloc[20:26].any()
-    np.testing.assert_allclose(frame.loc[20:25, "pitch"], truth[20:26, 0], rtol=1e-6)
-    # a linear signal stays linear through the filled gap, so every interior row is valid
-    assert frame["valid"].iloc[3:-3].all()
-    np.testing.assert_allclose(frame.loc[3:46, "d_yaw"], 10.0, rtol=1e-4)
+    np.testing.assert_allclose(frame.loc[20:25, "pitch"], truth[19, 0], rtol=1e-6)  # held, not interpolated
+    assert (frame.loc[20:25, ["d_pitch", "dd_pitch"]] == 0.0).all().all()  # a held pose does not move
+    assert frame["valid"].iloc[20:26].all()
+    # observed frames whose SG window would reach into the fill have no derivatives
+    for row in (17, 18, 19, 26, 27, 28):
+        assert np.isnan(frame.loc[row, "d_pitch"]) and not frame.loc[row, "valid"]
+    np.testing.assert_allclose(frame.loc[3:16, "d_yaw"], 10.0, rtol=1e-4)
+    np.testing.assert_allclose(frame.loc[29:46, "d_yaw"], 10.0, rtol=1e-4)
 
 
-def test_long_gap_stays_invalid_and_poisons_neighbouring_derivatives() -> None:
-    missing = range(20, 27)  # 7 frames = 0.56 s > 0.5 s
+def test_rows_up_to_the_end_of_a_gap_never_depend_on_frames_after_it() -> None:
+    """Changing the frames after a gap must not change any row before them (causal fill)."""
+    missing = range(20, 24)
+    before = head_features_from_track(_track(_ramp(40), missing))
+    changed_pose = _ramp(40)
+    changed_pose[24:] += 25.0
+    after = head_features_from_track(_track(changed_pose, missing))
+    pd.testing.assert_frame_equal(before.iloc[:24], after.iloc[:24])
+    assert not before.iloc[24:].equals(after.iloc[24:])
+
+
+def test_long_gap_holds_only_max_gap_then_stays_invalid() -> None:
+    missing = range(20, 30)  # 10 frames = 0.8 s > 0.5 s
     frame = head_features_from_track(_track(_ramp(50), missing))
-    assert not frame["interpolated"].any()
-    assert frame.loc[20:26, HEAD_FEATURE_COLUMNS].isna().all().all()
-    assert not frame["valid"].iloc[20:27].any()
-    # SG window 7 → half-width 3: rows 17..19 and 27..29 touch the gap with their stencil
-    for row in (17, 18, 19, 27, 28, 29):
+    assert frame["interpolated"].to_numpy().nonzero()[0].tolist() == list(range(20, 26))
+    assert frame.loc[26:29, HEAD_FEATURE_COLUMNS].isna().all().all()
+    assert not frame["valid"].iloc[26:30].any()
+    # SG window 7 -> half-width 3: rows 17..19 and 30..32 touch missing/filled frames
+    for row in (17, 18, 19, 30, 31, 32):
         assert np.isnan(frame.loc[row, "d_pitch"]) and np.isnan(frame.loc[row, "dd_pitch"])
         assert np.isfinite(frame.loc[row, "pitch"])
         assert not frame.loc[row, "valid"]
-    for row in (16, 30):
+    for row in (16, 33):
         assert frame.loc[row, "valid"]
         assert frame.loc[row, "d_pitch"] == pytest.approx(10.0, rel=1e-4)
 
 
-def test_edges_and_leading_gaps_are_not_extrapolated() -> None:
-    frame = head_features_from_track(_track(_ramp(30), range(0, 2)))
-    assert not frame["interpolated"].any()
+def test_leading_gaps_stay_empty_and_trailing_gaps_are_held() -> None:
+    frame = head_features_from_track(_track(_ramp(30), [0, 1, 28, 29]))
     assert frame.loc[0:1, "pitch"].isna().all()
-    valid_rows = frame.index[frame["valid"]].tolist()
-    assert valid_rows == list(range(5, 27))  # 3 frames after the first and before the last sample
+    assert frame["interpolated"].to_numpy().nonzero()[0].tolist() == [28, 29]
+    valid_rows = frame.index[frame["valid"] & ~frame["interpolated"]].tolist()
+    assert valid_rows == list(range(5, 25))  # 3 frames after the first and before the last observation
 
 
 def test_max_gap_setting() -> None:
     missing = range(10, 14)
     assert head_features_from_track(_track(_ramp(40), missing), max_gap_s=0.5)["interpolated"].sum() == 4
-    assert head_features_from_track(_track(_ramp(40), missing), max_gap_s=0.3)["interpolated"].sum() == 0
+    assert head_features_from_track(_track(_ramp(40), missing), max_gap_s=0.3)["interpolated"].sum() == 3
+    assert head_features_from_track(_track(_ramp(40), missing), max_gap_s=0.0)["interpolated"].sum() == 0
 
 
 def test_angles_are_unwrapped_across_180() -> None:
@@ -96,9 +112,10 @@ def test_angles_are_unwrapped_across_180() -> None:
     wrapped = (yaw + 180.0) % 360.0 - 180.0
     pose = np.column_stack([np.zeros(n), wrapped, wrapped, np.zeros((n, 3))])
     frame = head_features_from_track(_track(pose, [12, 13]))  # a short gap right at the wrap
-    np.testing.assert_allclose(frame["yaw"], yaw, atol=1e-4)
-    np.testing.assert_allclose(frame["roll"], yaw, atol=1e-4)
-    valid = frame["valid"]
+    seen = frame["detected"]
+    np.testing.assert_allclose(frame.loc[seen, "yaw"], yaw[seen], atol=1e-4)
+    np.testing.assert_allclose(frame.loc[seen, "roll"], yaw[seen], atol=1e-4)
+    valid = frame["valid"] & seen
     np.testing.assert_allclose(frame.loc[valid, "d_yaw"], 100.0, rtol=1e-4)
     np.testing.assert_allclose(frame.loc[valid, "dd_yaw"], 0.0, atol=1e-2)
 
@@ -120,7 +137,7 @@ def test_runs_shorter_than_the_window_have_no_derivatives() -> None:
     frame = head_features_from_track(_track(_ramp(30), missing))
     assert frame.loc[10:14, "pitch"].notna().all()
     assert frame.loc[10:14, "d_pitch"].isna().all()
-    assert not frame["valid"].any()
+    assert not frame.loc[~frame["interpolated"], "valid"].any()
 
 
 def test_empty_track() -> None:

@@ -59,7 +59,9 @@ def run_head_job(job: dict[str, Any]) -> dict[str, Any]:
         table = extract_head_features(
             job["video"], crop=crop, tracker_factory=factory, max_gap_s=cfg["max_gap_s"],
             channels=tuple(cfg["channels"]),
-            savgol_window=cfg["savgol_window"], savgol_order=cfg["savgol_order"])
+            savgol_window=cfg["savgol_window"], savgol_order=cfg["savgol_order"],
+            smoothing=cfg["smoothing"], smoothing_min_cutoff_hz=cfg["smoothing_min_cutoff_hz"],
+            smoothing_beta=cfg["smoothing_beta"])
     except InputError as exc:
         record = rejected_record(job, "head", exc)
     else:

@@ -2,8 +2,9 @@
 
 `FaceMeshTracker` wraps the legacy FaceMesh bundled with mediapipe (or a user-supplied
 FaceLandmarker `.task` model) and returns pixel landmarks; `track_video` decodes only the frames
-nearest to the 12.5 fps head grid, tracks them and turns the landmarks into pose
-(`pipeline.features.head.pose`); `pose_from_image` does the same for one still image.
+around the 12.5 fps head grid times, tracks them, turns the landmarks into pose
+(`pipeline.features.head.pose`) and interpolates the pose at the grid times
+(`pipeline.features.head.grid`); `pose_from_image` does the same for one still image.
 
 Landmark units: FaceMesh returns x, y normalised by image width and height and z in image-WIDTH
 units; the trackers return (x·W, y·H, z·W) so the three axes are isotropic pixels.
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from pipeline.common.errors import MediaError, NoFaceError
+from pipeline.features.head.grid import frame_brackets_grid, pose_at_grid
 from pipeline.features.head.pose import N_FACEMESH_LANDMARKS, pose_from_landmarks, pose_from_landmarks_batch
 from schemas.conventions import HEAD_HOP_S, STATIC_CHANNELS
 
@@ -27,7 +29,7 @@ from schemas.conventions import HEAD_HOP_S, STATIC_CHANNELS
 class LandmarkTracker(Protocol):
     """Anything that turns a BGR frame into (468, 3) pixel landmarks or None (no face)."""
 
-    def process(self, bgr: np.ndarray) -> np.ndarray | None: ...
+    def process(self, bgr: np.ndarray, timestamp_ms: int | None = None) -> np.ndarray | None: ...
 
     def __enter__(self) -> LandmarkTracker: ...
 
@@ -144,9 +146,10 @@ class FaceMeshTracker:
 
 @dataclass
 class RawTrack:
-    """Per-grid-frame pose of one face, before interpolation and derivatives.
+    """Per-grid-frame pose of one face, before gap filling and derivatives.
 
-    ``time_s[k] = k * HEAD_HOP_S``; ``pose`` columns are STATIC_CHANNELS, NaN where no face.
+    ``time_s[k] = k * HEAD_HOP_S``; ``pose`` columns are STATIC_CHANNELS at exactly that time,
+    NaN where no face.
     """
 
     time_s: np.ndarray
@@ -157,6 +160,7 @@ class RawTrack:
     width: int
     height: int
     channels: tuple[str, ...] = STATIC_CHANNELS
+    n_tracked: int = 0  # source frames decoded and tracked (the cost of the grid)
 
 
 def _check_crop(path: Path, crop: tuple[int, int, int, int], width: int, height: int) -> None:
@@ -210,9 +214,10 @@ def track_video(
 ) -> RawTrack:
     """Head pose on a regular ``fps_out`` grid (k / fps_out, from 0 to the last frame's time).
 
-    For each grid time the nearest decoded frame is used (frame timestamps from the container,
-    falling back to index / frame rate); frames nearest to no grid time are only ``grab()``-ed,
-    never converted or tracked. ``crop`` (x, y, w, h) selects one participant's tile of a gallery
+    The pose at each grid time is interpolated between the tracked frames just before and after
+    it, using the frame timestamps from the container (falling back to index / frame rate);
+    frames around no grid time are only ``grab()``-ed, never converted or tracked
+    (`pipeline.features.head.grid`). ``crop`` (x, y, w, h) selects one participant's tile of a gallery
     video; x/y/z are then relative to that tile. Raises MediaError for unreadable or truncated
     video, NoFaceError if no frame has a face (unless ``require_face`` is False).
     """
@@ -229,20 +234,55 @@ def track_video(
         stream = _open_stream(path, capture, crop)
         factory = tracker_factory or (lambda: FaceMeshTracker(static_image_mode=False))
         with factory() as tracker:
-            grid_landmarks, frame_times = _landmarks_on_grid(path, capture, stream, hop, tracker)
+            decoded = _poses_of_bracketing_frames(path, capture, stream, hop, tracker)
     finally:
         capture.release()
-    return _track_from_landmarks(path, grid_landmarks, frame_times, stream, hop, require_face)
+    return _track_from_poses(path, *decoded, stream, hop, require_face)
 
 
-def _landmarks_on_grid(path: Path, capture: Any, stream: _VideoStream, hop: float,
-                       tracker: LandmarkTracker) -> tuple[list[np.ndarray | None], list[float]]:
-    """Decode the video once: landmarks per grid point (index k = grid point k) and every frame's time."""
+class _PoseRows:
+    """Pose of each tracked frame, converted from landmarks in batches (landmarks of a long video
+    would need ~11 kB per frame; a pose row needs 48 bytes)."""
+
+    BATCH = 256
+
+    def __init__(self, width: int, height: int):
+        self.width, self.height = width, height
+        self.rows: list[np.ndarray] = []
+        self._pending: list[np.ndarray | None] = []
+
+    def add(self, landmarks: np.ndarray | None) -> None:
+        self._pending.append(landmarks)
+        if len(self._pending) >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        pose = np.full((len(self._pending), len(STATIC_CHANNELS)), np.nan)
+        found = np.array([lm is not None for lm in self._pending], dtype=bool)
+        if found.any():
+            stacked = np.stack([lm for lm in self._pending if lm is not None])
+            pose[found] = pose_from_landmarks_batch(stacked, self.width, self.height)
+        self.rows.append(pose)
+        self._pending = []
+
+    def array(self) -> np.ndarray:
+        self.flush()
+        return np.concatenate(self.rows)
+
+
+def _poses_of_bracketing_frames(path: Path, capture: Any, stream: _VideoStream, hop: float,
+                                tracker: LandmarkTracker) -> tuple[list[float], list[float], np.ndarray]:
+    """Decode the video once: every frame's time, and the pose of the frames around grid times.
+
+    Returns (all frame times, tracked frame times, their poses (NaN rows: no face)). Frames that
+    bracket no grid time (`pipeline.features.head.grid.frame_brackets_grid`) are only ``grab()``-ed.
+    """
     import cv2
 
     frame_s = 1.0 / stream.fps
-    grid_landmarks: list[np.ndarray | None] = []
     frame_times: list[float] = []
+    tracked_times: list[float] = []
+    poses = _PoseRows(stream.tile_w, stream.tile_h)
     while capture.grab():
         index = len(frame_times)
         t_msec = capture.get(cv2.CAP_PROP_POS_MSEC)
@@ -252,10 +292,7 @@ def _landmarks_on_grid(path: Path, capture: Any, stream: _VideoStream, hop: floa
         if index == 0:
             t = max(t, 0.0)
         frame_times.append(t)
-        # This frame is the nearest one for every grid point not yet assigned and not after
-        # the midpoint to the (predicted) next frame.
-        n_due = math.floor((t + 0.5 * frame_s) / hop + 1e-9) + 1 - len(grid_landmarks)
-        if n_due <= 0:
+        if not frame_brackets_grid(t, frame_s, hop):
             continue
         ok, frame = capture.retrieve()
         if not ok or frame is None:
@@ -263,44 +300,47 @@ def _landmarks_on_grid(path: Path, capture: Any, stream: _VideoStream, hop: floa
         if stream.crop is not None:
             x, y, w, h = stream.crop
             frame = frame[y : y + h, x : x + w]
-        landmarks = tracker.process(frame)
-        grid_landmarks.extend([landmarks] * n_due)
-    return grid_landmarks, frame_times
+        tracked_times.append(t)
+        poses.add(tracker.process(frame, timestamp_ms=int(round(t * 1000.0))))
+    return frame_times, tracked_times, poses.array()
 
 
-def _track_from_landmarks(path: Path, grid_landmarks: list[np.ndarray | None], frame_times: list[float],
-                          stream: _VideoStream, hop: float, require_face: bool) -> RawTrack:
-    """Check the decode was complete, then pose per grid point (NaN where no face)."""
+def _check_complete(path: Path, frame_times: list[float], stream: _VideoStream) -> None:
     n_decoded = len(frame_times)
     if n_decoded == 0:
         raise MediaError(path, "no video frame could be decoded (empty or corrupt video)", _fmt_t(0.0))
-    last_t = frame_times[-1]
     expected_frames = stream.declared_frames
     missing = expected_frames - n_decoded
     if expected_frames > 0 and missing > max(2, 0.01 * expected_frames):
         raise MediaError(
             path,
             f"truncated video: decoded {n_decoded} of {expected_frames} frames the container declares",
-            _fmt_t(last_t),
+            _fmt_t(frame_times[-1]),
         )
+
+
+def _track_from_poses(path: Path, frame_times: list[float], tracked_times: list[float],
+                      frame_pose: np.ndarray, stream: _VideoStream, hop: float, require_face: bool) -> RawTrack:
+    """Check the decode was complete, then pose per grid point (NaN where no face)."""
+    _check_complete(path, frame_times, stream)
+    last_t = frame_times[-1]
     n_grid = math.floor(last_t / hop + 1e-6) + 1
-    grid_landmarks = grid_landmarks[:n_grid]
-    detected = np.array([lm is not None for lm in grid_landmarks], dtype=bool)
-    pose = np.full((n_grid, len(STATIC_CHANNELS)), np.nan)
-    if detected.any():
-        stacked = np.stack([lm for lm in grid_landmarks if lm is not None])
-        pose[detected] = pose_from_landmarks_batch(stacked, stream.tile_w, stream.tile_h)
-    elif require_face:
+    if require_face and not np.isfinite(frame_pose).all(axis=1).any():
         where = f"t=0.00s..{last_t:.2f}s"
         raise NoFaceError(path, "no face detected in any frame (expected one visible face)", where)
+    grid_s = np.arange(n_grid) * hop
+    angle_columns = [STATIC_CHANNELS.index(c) for c in ("pitch", "yaw", "roll")]
+    pose, detected = pose_at_grid(grid_s, np.asarray(tracked_times), frame_pose, angle_columns,
+                                  1.0 / stream.fps)
     return RawTrack(
-        time_s=np.arange(n_grid) * hop,
+        time_s=grid_s,
         pose=pose,
         detected=detected,
         source_fps=stream.fps,
-        n_decoded=n_decoded,
+        n_decoded=len(frame_times),
         width=stream.tile_w,
         height=stream.tile_h,
+        n_tracked=len(tracked_times),
     )
 
 
