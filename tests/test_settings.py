@@ -65,11 +65,11 @@ def test_stage_versions_did_not_move():
     into field metadata)."""
     default = BuildSplits(out="unused").build_config()
     assert {s: default.stage_version(s) for s in ("head", "audio", "session", "dataset", "ssl")} == {
-        "head": "c700fd3151", "audio": "7357f5e147", "session": "da5821809c", "dataset": "2fa6aa0129",
+        "head": "c700fd3151", "audio": "7357f5e147", "session": "bb145f4af2", "dataset": "9acf7849e7",
         "ssl": "001afc3bb8"}
     other = BuildSplits(out="unused", channels="5", ssl_models="a", ssl_causal="strict", ssl_layers="0,2").build_config()
     assert {s: other.stage_version(s) for s in ("head", "session", "dataset", "ssl")} == {
-        "head": "7f606e23e8", "session": "8cd095f6e3", "dataset": "256857413c", "ssl": "920808d275"}
+        "head": "7f606e23e8", "session": "73a1fb6583", "dataset": "20b60c8737", "ssl": "920808d275"}
 
 
 def _other_value(opt: Option, tmp_path: Path):
