@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.common.errors import InputError, MediaError
 from pipeline.common.fsutil import atomic_path, write_json_atomic
@@ -23,6 +25,7 @@ from pipeline.conversation.segments import cut_listener_segments, drop_invalid_s
 from pipeline.corpus.layout import SessionSpec
 from schemas.conventions import FBANK_FRAMES_PER_HEAD, HEAD_HOP_S
 from schemas.records import RecordingRecord, Rejection, SessionRecord
+from schemas.tables import TALK_SCHEMA, validate_talk
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +137,10 @@ def process_session(spec: SessionSpec, head: list[RecordingRecord], audio: list[
         with atomic_path(dropped_path) as tmp:
             result.dropped.astype(text_columns).to_parquet(tmp, index=False)
         talk_path = out_record.with_suffix(".talk.parquet")
+        talk = validate_talk(pa.Table.from_pandas(result.talk, schema=TALK_SCHEMA, preserve_index=False),
+                             str(talk_path))
         with atomic_path(talk_path) as tmp:
-            result.talk.to_parquet(tmp, index=False)
+            pq.write_table(talk, tmp)
         record = SessionRecord(spec.session_id, "ok", **tables, segments_table=str(segments_path),
                                dropped_table=str(dropped_path), talk_table=str(talk_path), stats=result.stats)
     write_json_atomic(out_record, record.to_dict())
