@@ -130,8 +130,8 @@ def write_shard_set(segments: pd.DataFrame, folder: Path, *, load_session, make_
             arrays = make_arrays(seg, tables)
             name, offset = writer.add(arrays)
             index.append({"segment_id": seg["segment_id"], "shard": name, "offset": offset})
-            if split == "train" and on_train is not None:
-                on_train(arrays)
+            if split == "train" and on_train is not None and not seg["overlap_extra"]:
+                on_train(arrays)  # overlapping windows would count their frames twice
         writer.close()
     table = pd.DataFrame(index, columns=["segment_id", "shard", "offset"])
     with atomic_path(folder / "index.parquet") as tmp:
