@@ -33,7 +33,7 @@ from pipeline.common.settings import (
 from schemas.conventions import MAX_SEGMENT_S, MIN_SEGMENT_S, PAPER5_CHANNELS, STATIC_CHANNELS
 
 # Bump when the algorithm of a stage changes (outputs of older versions are then recomputed).
-CODE_VERSIONS = {"head": 2, "audio": 1, "session": 1, "dataset": 1, "ssl": 1}
+CODE_VERSIONS = {"head": 2, "audio": 1, "session": 2, "dataset": 2, "ssl": 1}
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,16 @@ class AudioConfig:
 class SessionConfig:
     merge_gap_s: float = setting(0.5, "talk spurts of one person separated by at most this pause (s) are one "
                                       "floor bid", check=at_least(0))
-    backchannel_max_s: float = setting(1.0, "shorter talk during the other's floor is a backchannel (s)",
-                                       check=at_least(0))
+    backchannel_max_s: float = setting(1.0, "shorter talk during the other's floor is a backchannel (s); the "
+                                            "listener's longer talk ends a listener stretch", check=at_least(0))
+    floor_hold_s: float = setting(3.0, "a speaker keeps the floor across a silence up to this long (s); a "
+                                       "longer silence belongs to nobody", check=at_least(0))
+    cut_rule: str = setting("equal", "how a long listener stretch is cut: equal = near-equal 6-11 s pieces "
+                                     "covering it; greedy = 11 s pieces, a last piece kept when >= 6 s",
+                            choices=("equal", "greedy"))
+    train_stride_s: float = setting(0.0, "extra overlapping 11 s training segments every this many seconds "
+                                         "within a listener stretch (train split only; 0 = none)",
+                                    check=at_least(0))
     min_segment_s: float = MIN_SEGMENT_S  # the paper's 6-11 s listener segments (incl. 1 s context)
     max_segment_s: float = MAX_SEGMENT_S
     max_invalid_frac: float = setting(0.1, "drop segments with a larger share of invalid head frames (0-1)",

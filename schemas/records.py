@@ -6,7 +6,8 @@ and written only through these classes, so a field is named in one place.
 
     work/<stage>/<session>/<participant>-<inputhash>-<version>.json   RecordingRecord (head, audio)
     work/ssl/<model_tag>-<mode>/<session>/...json                     RecordingRecord (ssl)
-    work/sessions/<session>-<hash>-<version>.json                     SessionRecord
+    work/sessions/<session>-<hash>-<version>.json                     SessionRecord (+ .parquet segments,
+                                                                      .dropped.parquet, .talk.parquet talk spans)
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ class SessionRecord:
     fbank_tables: dict[str, str]
     segments_table: str = ""
     dropped_table: str = ""
+    talk_table: str = ""  # every talk span with its kind (talk | backchannel): the per-frame flags
     stats: dict[str, Any] = field(default_factory=dict)
     rejection: Rejection | None = None
 
@@ -170,14 +172,15 @@ class SessionRecord:
         if self.rejection is not None:
             return {**data, **self.rejection.to_record()}
         return {**data, "status": self.status, "segments_table": self.segments_table,
-                "dropped_table": self.dropped_table, "stats": self.stats}
+                "dropped_table": self.dropped_table, "talk_table": self.talk_table, "stats": self.stats}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SessionRecord:
         rejected = data["status"] == "rejected"
         return cls(session_id=data["session_id"], status=data["status"], head_tables=data.get("head_tables", {}),
                    fbank_tables=data.get("fbank_tables", {}), segments_table=data.get("segments_table", ""),
-                   dropped_table=data.get("dropped_table", ""), stats=data.get("stats", {}),
+                   dropped_table=data.get("dropped_table", ""), talk_table=data.get("talk_table", ""),
+                   stats=data.get("stats", {}),
                    rejection=Rejection.from_dict(data) if rejected else None)
 
     @classmethod

@@ -8,6 +8,13 @@ arrays of whole segments concatenated along the frame axis (12.5 fps head frames
     listener_valid  [F]     uint8
     speaker_valid   [F]     uint8
     speech_fbank    [F, 8, 80] float32|float16   speaker FBank, 8 frames per head frame
+    listener_backchannel [F] uint8    1: the listener is producing a backchannel in this frame
+    speaker_talk    [F]     uint8     1: the speaker is talking in this frame (turn annotations)
+
+Head frame k covers [k * 0.08, (k + 1) * 0.08) s, the time of its 8 FBank frames; a flag is 1
+when an annotated talk span overlaps that interval. A listener's talk that is no backchannel
+never lies inside a segment (it ends the listener stretch), so `listener_backchannel` is all the
+listener's talk there is.
 
 A segment lives in exactly one shard: rows `offset .. offset + n_frames` (see segments.parquet).
 
@@ -22,8 +29,9 @@ Big tensors stay out of Parquet: safetensors files are memory-mapped and read la
 
 from __future__ import annotations
 
-SHARD_TENSORS = ("listener_head", "speaker_head", "listener_valid", "speaker_valid", "speech_fbank")
-SHARD_FORMAT_VERSION = 1
+SHARD_TENSORS = ("listener_head", "speaker_head", "listener_valid", "speaker_valid", "speech_fbank",
+                 "listener_backchannel", "speaker_talk")
+SHARD_FORMAT_VERSION = 2  # 2: listener_backchannel, speaker_talk
 
 
 SSL_SHARD_TENSORS = ("ssl",)

@@ -38,13 +38,27 @@ SEGMENTS_SCHEMA = pa.schema([
     pa.field("start_s", pa.float64(), nullable=False),
     pa.field("end_s", pa.float64(), nullable=False),
     pa.field("n_frames", pa.int32(), nullable=False),
+    pa.field("stretch_id", pa.string(), nullable=False),
+    pa.field("overlap_extra", pa.bool_(), nullable=False),
     pa.field("split", pa.string(), nullable=False),
     pa.field("invalid_frac", pa.float32(), nullable=False),
     pa.field("shard", pa.string(), nullable=False),
     pa.field("offset", pa.int64(), nullable=False),
 ])
 """`<out>/dataset/segments.parquet`: one row per listener segment. `shard`/`offset` locate the
-segment's frames (rows offset .. offset+n_frames) in the per-split tensor shards."""
+segment's frames (rows offset .. offset+n_frames) in the per-split tensor shards. `stretch_id`
+names the listener stretch (one listener, one speaker's floor, no listener interjection) the
+segment was cut from: the segments with `overlap_extra` False tile it in time order.
+`overlap_extra` marks the extra overlapping training windows (`--train-stride-s`, train split only)."""
+
+TALK_SCHEMA = pa.schema([
+    pa.field("participant_id", pa.string(), nullable=False),
+    pa.field("start_s", pa.float64(), nullable=False),
+    pa.field("end_s", pa.float64(), nullable=False),
+    pa.field("kind", pa.string(), nullable=False),
+])
+"""`work/sessions/<session>-...talk.parquet`: every annotated talk span of a session; `kind` is
+`talk` or `backchannel` (the floor rules). Source of the per-frame shard flags."""
 
 REJECTED_COLUMNS = [f.name for f in fields(Rejection)]
 """`<out>/dataset/rejected.csv`: one row per quarantined input with the reason (a `Rejection`)."""
@@ -64,6 +78,14 @@ def validate_table(table: pa.Table, schema: pa.Schema, name: str) -> pa.Table:
         if not field.nullable and col.null_count:
             raise SchemaError(f"{name}: column {field.name} has {col.null_count} null value(s)")
     return table.select([f.name for f in schema] + [c for c in table.column_names if c not in schema.names])
+
+
+def validate_talk(table: pa.Table, name: str) -> pa.Table:
+    table = validate_table(table, TALK_SCHEMA, name)
+    kinds = set(table.column("kind").to_pylist()) - {"talk", "backchannel"}
+    if kinds:
+        raise SchemaError(f"{name}: column kind has value(s) {sorted(kinds)}, expected talk or backchannel")
+    return table
 
 
 def validate_segments(table: pa.Table) -> pa.Table:

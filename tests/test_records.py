@@ -35,7 +35,8 @@ def test_recording_record_reads_ok_and_rejected_records(tmp_path):
 
 def test_session_record_keeps_the_json_shape():
     ok = {"session_id": "s1", "status": "ok", "head_tables": {"A": "/w/a.parquet"}, "fbank_tables": {"A": "/w/a.npy"},
-          "segments_table": "/w/s1.parquet", "dropped_table": "/w/s1.dropped.parquet", "stats": {"n_turns": 3}}
+          "segments_table": "/w/s1.parquet", "dropped_table": "/w/s1.dropped.parquet",
+          "talk_table": "/w/s1.talk.parquet", "stats": {"n_turns": 3}}
     assert SessionRecord.from_dict(ok).to_dict() == ok
     rejected = {"session_id": "s1", "status": "rejected", "head_tables": {}, "fbank_tables": {}, "stage": "turns",
                 "participant_id": "", "kind": "annotation", "file": "/c/s1/turns.csv", "where": "line 2",

@@ -32,8 +32,11 @@ def test_columns_and_types():
         "start_s",
         "end_s",
         "n_frames",
+        "stretch_id",
+        "overlap_extra",
     ]
-    assert seg["n_frames"].dtype == "int64"
+    assert seg["n_frames"].dtype == "int64" and seg["overlap_extra"].dtype == bool
+    assert seg["stretch_id"].tolist() == ["s1_B_0000000"] and not seg["overlap_extra"].any()
     assert seg.loc[0, ["segment_id", "session_id", "listener_id", "speaker_id"]].tolist() == [
         "s1_B_0000000",
         "s1",

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from pipeline.common.fsutil import atomic_path
 from pipeline.dataset.loader import LHGDataset
@@ -43,6 +44,8 @@ def test_shard_round_trip_through_loader(tmp_path):
             "speaker_head": rng.normal(size=(n, 18)).astype(np.float32),
             "listener_valid": np.ones(n, np.uint8), "speaker_valid": np.ones(n, np.uint8),
             "speech_fbank": rng.normal(size=(n, 8, 80)).astype(np.float16),
+            "listener_backchannel": (np.arange(n) % 7 == 0).astype(np.uint8),
+            "speaker_talk": (np.arange(n) % 3 > 0).astype(np.uint8),
         }
         arrays["listener_head"][5] = np.nan
         arrays["listener_valid"][5] = 0
@@ -67,3 +70,21 @@ def test_shard_round_trip_through_loader(tmp_path):
         np.testing.assert_allclose(item["speaker_head"].numpy(), orig["speaker_head"], rtol=1e-6)
         assert not bool(item["listener_valid"][5]) and float(item["listener_head"][5].abs().sum()) == 0.0
         np.testing.assert_allclose(item["speech"].numpy(), orig["speech_fbank"].astype(np.float32))
+        for flag in ("listener_backchannel", "speaker_talk"):
+            assert item[flag].dtype == torch.bool and item[flag].numpy().tolist() == orig[flag].astype(bool).tolist()
+
+
+def test_loader_names_missing_frame_flags_of_an_older_shard_format(tmp_path):
+    writer = ShardWriter(tmp_path / "shards" / "b1", "train", max_bytes=1 << 20)
+    n = 10
+    name, offset = writer.add({"listener_head": np.zeros((n, 18), np.float32),
+                               "speaker_head": np.zeros((n, 18), np.float32),
+                               "listener_valid": np.ones(n, np.uint8), "speaker_valid": np.ones(n, np.uint8),
+                               "speech_fbank": np.zeros((n, 8, 80), np.float32)})
+    writer.close()
+    pd.DataFrame([{"segment_id": "s", "split": "train", "shard": f"shards/b1/{name}", "offset": offset,
+                   "n_frames": n}]).to_parquet(tmp_path / "segments.parquet")
+    (tmp_path / "normalization.json").write_text(json.dumps({
+        "head": {"mean": [0.0] * 18, "std": [1.0] * 18}, "speech_fbank": {"mean": [0.0] * 80, "std": [1.0] * 80}}))
+    with pytest.raises(ValueError, match=r"lacks tensor\(s\) \['listener_backchannel', 'speaker_talk'\]"):
+        LHGDataset(tmp_path, "train")[0]

@@ -335,29 +335,60 @@ def test_bid_at_threshold_takes_the_floor_when_holder_stops():
     assert find_backchannels(turns_df([("A", 0, 5), ("B", 4.5, 5.5)])).empty
 
 
-def test_overlap_keeps_floor_with_current_holder_and_silence_has_no_holder():
-    assert floor_rows([("A", 0, 5), ("B", 4, 9), ("A", 10, 12)]) == [
-        ("A", 0.0, 5.0),
-        ("B", 5.0, 9.0),
-        ("A", 10.0, 12.0),
-    ]
+def test_overlap_keeps_floor_with_current_holder_and_long_silence_has_no_holder():
+    # a 1 s pause before A's next bid stays with B (rule 4), unless floor_hold_s is shorter
+    assert floor_rows([("A", 0, 5), ("B", 4, 9), ("A", 10, 12)]) == [("A", 0.0, 5.0), ("B", 5.0, 10.0),
+                                                                    ("A", 10.0, 12.0)]
+    assert floor_rows([("A", 0, 5), ("B", 4, 9), ("A", 10, 12)], floor_hold_s=0.5) == [
+        ("A", 0.0, 5.0), ("B", 5.0, 9.0), ("A", 10.0, 12.0)]
+    # a silence longer than floor_hold_s belongs to nobody, as does the time after the last bid
+    assert floor_rows([("A", 0, 5), ("B", 8.5, 12)]) == [("A", 0.0, 5.0), ("B", 8.5, 12.0)]
     # a long bid entirely inside the holder's never gets the floor
     assert floor_rows([("A", 0, 10), ("B", 2, 6)]) == [("A", 0.0, 10.0)]
 
 
-def test_short_utterance_in_silence_takes_the_floor():
-    rows = [("A", 0, 5), ("B", 6, 6.5), ("A", 6.3, 6.6)]
-    assert floor_rows(rows) == [("A", 0.0, 5.0), ("B", 6.0, 6.5)]
-    assert find_backchannels(turns_df(rows))[["participant_id", "start_s"]].values.tolist() == [["A", 6.3]]
+def test_short_utterance_after_a_long_silence_takes_the_floor():
+    rows = [("A", 0, 5), ("B", 9, 9.5), ("A", 9.3, 9.6)]
+    assert floor_rows(rows) == [("A", 0.0, 5.0), ("B", 9.0, 9.5)]
+    assert find_backchannels(turns_df(rows))[["participant_id", "start_s"]].values.tolist() == [["A", 9.3]]
 
 
 def test_pause_merging():
     assert floor_rows([("A", 0, 3), ("A", 3.4, 6)]) == [("A", 0.0, 6.0)]
-    assert floor_rows([("A", 0, 3), ("A", 3.6, 6)]) == [("A", 0.0, 3.0), ("A", 3.6, 6.0)]
-    assert floor_rows([("A", 0, 3), ("A", 3.6, 6)], merge_gap_s=1.0) == [("A", 0.0, 6.0)]
+    assert floor_rows([("A", 0, 3), ("A", 3.6, 6)], floor_hold_s=0.0) == [("A", 0.0, 3.0), ("A", 3.6, 6.0)]
+    assert floor_rows([("A", 0, 3), ("A", 3.6, 6)], merge_gap_s=1.0, floor_hold_s=0.0) == [("A", 0.0, 6.0)]
     # two short spurts merged across a short pause form a 1.2 s bid: not a backchannel
     rows = [("A", 0, 10), ("B", 9.5, 9.8), ("B", 10.1, 10.7)]
     assert floor_rows(rows) == [("A", 0.0, 10.0), ("B", 10.0, 10.7)]
+
+
+@pytest.mark.parametrize("pause_s", [0.6, 1.0, 1.5, 2.0, 2.9])
+def test_speaker_keeps_the_floor_across_pauses_nobody_takes(pause_s):
+    """A monologue with one pause: the floor is kept for any pause up to floor_hold_s (3 s)."""
+    rows = [("A", 0.0, 4.0), ("A", 4.0 + pause_s, 9.0)]
+    assert floor_rows(rows) == [("A", 0.0, 9.0)]
+    # the listener's "un" in that pause is a backchannel, never the floor
+    with_un = [*rows, ("B", 4.0 + pause_s / 4, 4.0 + pause_s / 4 + 0.4)]
+    assert floor_rows(with_un) == [("A", 0.0, 9.0)]
+    bc = find_backchannels(turns_df(with_un), derive_floor(turns_df(with_un), ["A", "B"]))
+    assert bc[["participant_id", "holder_id"]].values.tolist() == [["B", "A"]]
+
+
+@pytest.mark.parametrize("pause_s", [3.5, 6.0])
+def test_a_pause_longer_than_floor_hold_ends_the_floor(pause_s):
+    rows = [("A", 0.0, 4.0), ("A", 4.0 + pause_s, 9.0 + pause_s)]
+    assert floor_rows(rows) == [("A", 0.0, 4.0), ("A", 4.0 + pause_s, 9.0 + pause_s)]
+    # a shorter setting ends it earlier; nobody holds the silence
+    assert floor_rows(rows[:1] + [("A", 5.5, 9.0)], floor_hold_s=1.0) == [("A", 0.0, 4.0), ("A", 5.5, 9.0)]
+    # a backchannel in a long pause still takes no floor (it follows A's talk within floor_hold_s)
+    assert floor_rows([*rows, ("B", 4.5, 5.0)]) == floor_rows(rows)
+
+
+def test_backchannel_in_a_pause_before_the_other_takes_the_floor():
+    # B says "un" in A's pause and then takes the turn: A holds until B's real turn starts
+    rows = [("A", 0.0, 5.0), ("B", 5.4, 5.8), ("B", 6.5, 12.0)]
+    assert floor_rows(rows) == [("A", 0.0, 6.5), ("B", 6.5, 12.0)]
+    assert find_backchannels(turns_df(rows))["start_s"].tolist() == [5.4]
 
 
 def test_three_participants_one_holder_at_a_time():

@@ -11,6 +11,9 @@ from collections.abc import Collection
 
 import pandas as pd
 
+Bid = tuple[str, float, float, bool]  # participant, start_s, end_s, is_backchannel
+_EPS = 1e-9
+
 
 def derive_floor(
     turns: pd.DataFrame,
@@ -18,6 +21,7 @@ def derive_floor(
     *,
     merge_gap_s: float = 0.5,
     backchannel_max_s: float = 1.0,
+    floor_hold_s: float = 3.0,
 ) -> pd.DataFrame:
     """Who holds the conversational floor, as `holder_id, start_s, end_s` rows (no row = nobody).
 
@@ -26,30 +30,43 @@ def derive_floor(
     1. Floor bids. Per participant, talk spurts separated by a pause <= `merge_gap_s` are merged
        into one bid spanning first start to last end.
     2. Backchannels. A bid shorter than `backchannel_max_s` is a backchannel (aizuchi such as
-       "はい", "うん") and never takes the floor when it overlaps in time a floor-taking bid of
-       another participant. Bids >= `backchannel_max_s` always take part in the floor. Short
-       bids are examined in start order; a short bid that overlaps no other participant's
-       floor-taking bid (e.g. a short answer in silence) takes the floor itself, and a later
-       short bid overlapping it is then a backchannel.
-    3. Holding. Time is cut at every floor-taking bid boundary. While the current holder's bid
-       continues, the holder keeps the floor, whoever else talks (no interruption switch, however
-       long the overlap). When the holder's bid ends, the floor passes at that instant to the
-       other participant whose running bid started earliest (ties: longer remaining bid, then
-       participant id order). A bid that starts and ends inside another's holding never gets the
-       floor.
-    4. Silence. Time covered by nobody's floor-taking bid belongs to nobody: no row. Adjacent
-       intervals of the same holder are joined.
+       "はい", "うん") and never takes the floor when it overlaps a floor-taking bid of another
+       participant or starts less than `floor_hold_s` after one ended (a short "un" in the
+       speaker's pause). Bids >= `backchannel_max_s` always take part in the floor. Short bids are
+       examined in start order; a short bid that meets no other participant's floor-taking bid
+       that way (e.g. a short answer after a long silence) takes the floor itself.
+    3. Holding. While the current holder's bid continues, the holder keeps the floor, whoever
+       else talks (no interruption switch, however long the overlap). When the holder's bid
+       ends, the floor passes at that instant to the other participant whose running bid started
+       earliest (ties: longer remaining bid, then participant id order). A bid that starts and
+       ends inside another's holding never gets the floor.
+    4. Pauses. A silence (no floor-taking bid; backchannels do not count) of at most
+       `floor_hold_s` belongs to whoever held the floor before it: a speaker keeps the floor
+       across pauses until somebody, possibly the speaker again, takes it. A longer silence, and
+       the silence after the last bid, belongs to nobody (no row).
+    5. Adjacent intervals of the same holder are joined.
 
     Works for any number of participants; exactly one holder at a time.
     """
-    bids = _classified_bids(turns, participant_ids, merge_gap_s, backchannel_max_s)
-    taking = [b for b in bids if not b[3]]
+    bids = _classified_bids(turns, participant_ids, merge_gap_s, backchannel_max_s, floor_hold_s)
     order = {p: i for i, p in enumerate(sorted({str(p) for p in participant_ids}))}
-    taking.sort(key=lambda b: (b[1], b[2], b[0]))
+    rows = _hold_pauses(_sweep_holders([b for b in bids if not b[3]], order), floor_hold_s)
+    return pd.DataFrame(
+        {
+            "holder_id": pd.Series([r[0] for r in rows], dtype=str),
+            "start_s": pd.Series([r[1] for r in rows], dtype="float64"),
+            "end_s": pd.Series([r[2] for r in rows], dtype="float64"),
+        }
+    )
+
+
+def _sweep_holders(taking: list[Bid], order: dict[str, int]) -> list[tuple[str, float, float]]:
+    """Rule 3: the holder of every stretch covered by floor-taking bids (silences left out)."""
+    taking = sorted(taking, key=lambda b: (b[1], b[2], b[0]))
     cuts = sorted({t for b in taking for t in (b[1], b[2])})
     rows: list[tuple[str, float, float]] = []
     holder: str | None = None
-    active: list[tuple[str, float, float, bool]] = []
+    active: list[Bid] = []
     nxt = 0
     for a, z in zip(cuts, cuts[1:], strict=False):
         # Sweep: bids covering [a, z) are those started at or before a and ending after a.
@@ -63,17 +80,27 @@ def derive_floor(
         if holder is None or not any(b[0] == holder for b in active):
             best = min(active, key=lambda b: (b[1], -b[2], order.get(b[0], len(order)), b[0]))
             holder = best[0]
-        if rows and rows[-1][0] == holder and rows[-1][2] == a:
-            rows[-1] = (holder, rows[-1][1], z)
+        rows.append((holder, a, z))
+    return _join(rows)
+
+
+def _hold_pauses(rows: list[tuple[str, float, float]], floor_hold_s: float) -> list[tuple[str, float, float]]:
+    """Rules 4 and 5: a silence of at most `floor_hold_s` goes to the holder before it."""
+    held = [
+        (h, s, nxt[1] if nxt[1] - e <= floor_hold_s + _EPS else e)
+        for (h, s, e), nxt in zip(rows, rows[1:], strict=False)
+    ]
+    return _join(held + rows[len(held):])
+
+
+def _join(rows: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
+    out: list[tuple[str, float, float]] = []
+    for h, s, e in rows:
+        if out and out[-1][0] == h and abs(out[-1][2] - s) <= _EPS:
+            out[-1] = (h, out[-1][1], e)
         else:
-            rows.append((holder, a, z))
-    return pd.DataFrame(
-        {
-            "holder_id": pd.Series([r[0] for r in rows], dtype=str),
-            "start_s": pd.Series([r[1] for r in rows], dtype="float64"),
-            "end_s": pd.Series([r[2] for r in rows], dtype="float64"),
-        }
-    )
+            out.append((h, s, e))
+    return out
 
 
 def find_backchannels(
@@ -83,16 +110,17 @@ def find_backchannels(
     participant_ids: Collection[str] | None = None,
     merge_gap_s: float = 0.5,
     backchannel_max_s: float = 1.0,
+    floor_hold_s: float = 3.0,
 ) -> pd.DataFrame:
     """Backchannel bids (rule 2 of `derive_floor`) as `participant_id, start_s, end_s, holder_id`.
 
-    Use the same `merge_gap_s` / `backchannel_max_s` as for `derive_floor`. `holder_id` is the
-    floor holder the backchannel overlaps most in `floor` ("" if none or `floor` not given), so
-    counts can be reported per listener and per speaker.
+    Use the same settings as for `derive_floor`. `holder_id` is the floor holder the backchannel
+    overlaps most in `floor` ("" if none or `floor` not given), so counts can be reported per
+    listener and per speaker.
     """
     if participant_ids is None:
         participant_ids = sorted({str(p) for p in turns["participant_id"]})
-    bids = _classified_bids(turns, participant_ids, merge_gap_s, backchannel_max_s)
+    bids = _classified_bids(turns, participant_ids, merge_gap_s, backchannel_max_s, floor_hold_s)
     rows = []
     for p, s, e, is_bc in bids:
         if not is_bc:
@@ -115,31 +143,53 @@ def find_backchannels(
     )
 
 
-def _classified_bids(
-    turns: pd.DataFrame, participant_ids: Collection[str], merge_gap_s: float, backchannel_max_s: float
-) -> list[tuple[str, float, float, bool]]:
+def classify_bids(
+    turns: pd.DataFrame,
+    participant_ids: Collection[str],
+    *,
+    merge_gap_s: float = 0.5,
+    backchannel_max_s: float = 1.0,
+    floor_hold_s: float = 3.0,
+) -> list[Bid]:
     """Floor bids `(participant, start, end, is_backchannel)` in start order (rules 1 and 2)."""
-    if merge_gap_s < 0 or backchannel_max_s < 0:
-        raise ValueError("merge_gap_s and backchannel_max_s must be >= 0")
-    known = {str(p) for p in participant_ids}
-    missing = sorted({str(p) for p in turns["participant_id"]} - known)
-    if missing:
-        raise ValueError(f"turns name participants {missing} not in participant_ids {sorted(known)}")
+    return _classified_bids(turns, participant_ids, merge_gap_s, backchannel_max_s, floor_hold_s)
+
+
+def _merged_bids(turns: pd.DataFrame, merge_gap_s: float) -> list[tuple[str, float, float]]:
+    """Rule 1: per participant, spurts separated by at most `merge_gap_s` form one bid."""
     bids: list[tuple[str, float, float]] = []
     for pid, grp in turns.groupby("participant_id", sort=True):
         spans = sorted(zip(grp["start_s"].astype(float), grp["end_s"].astype(float), strict=True))
         cur_s, cur_e = spans[0]
         for s, e in spans[1:]:
-            if s - cur_e <= merge_gap_s + 1e-9:
+            if s - cur_e <= merge_gap_s + _EPS:
                 cur_e = max(cur_e, e)
             else:
                 bids.append((str(pid), cur_s, cur_e))
                 cur_s, cur_e = s, e
         bids.append((str(pid), cur_s, cur_e))
     bids.sort(key=lambda b: (b[1], b[2], b[0]))
+    return bids
+
+
+def _classified_bids(
+    turns: pd.DataFrame,
+    participant_ids: Collection[str],
+    merge_gap_s: float,
+    backchannel_max_s: float,
+    floor_hold_s: float,
+) -> list[Bid]:
+    """Floor bids `(participant, start, end, is_backchannel)` in start order (rules 1 and 2)."""
+    if merge_gap_s < 0 or backchannel_max_s < 0 or floor_hold_s < 0:
+        raise ValueError("merge_gap_s, backchannel_max_s and floor_hold_s must be >= 0")
+    known = {str(p) for p in participant_ids}
+    missing = sorted({str(p) for p in turns["participant_id"]} - known)
+    if missing:
+        raise ValueError(f"turns name participants {missing} not in participant_ids {sorted(known)}")
+    bids = _merged_bids(turns, merge_gap_s)
 
     def is_short(b: tuple[str, float, float]) -> bool:
-        return (b[2] - b[1]) < backchannel_max_s - 1e-9
+        return (b[2] - b[1]) < backchannel_max_s - _EPS
 
     # Per participant, floor-taking bids as parallel sorted start / end lists (they never overlap
     # within one participant, so ends are sorted too and one bisect finds the only candidate).
@@ -150,12 +200,13 @@ def _classified_bids(
             starts.setdefault(p, []).append(s)
             ends.setdefault(p, []).append(e)
 
-    def overlaps_other(b: tuple[str, float, float]) -> bool:
+    def meets_other(b: tuple[str, float, float]) -> bool:
+        """b overlaps another's floor-taking bid or starts within `floor_hold_s` after one ended."""
         for q in starts:
             if q == b[0]:
                 continue
             i = bisect.bisect_left(starts[q], b[2])  # bids of q starting before b ends
-            if i > 0 and ends[q][i - 1] > b[1]:
+            if i > 0 and ends[q][i - 1] + floor_hold_s > b[1] + _EPS:
                 return True
         return False
 
@@ -163,7 +214,7 @@ def _classified_bids(
     for b in bids:  # start order: an earlier accepted short bid can make a later one a backchannel
         if not is_short(b):
             continue
-        if overlaps_other(b):
+        if meets_other(b):
             backchannel.add(b)
         else:
             i = bisect.bisect_left(starts.setdefault(b[0], []), b[1])
@@ -171,3 +222,30 @@ def _classified_bids(
             ends.setdefault(b[0], []).insert(i, b[2])
     return [(p, s, e, (p, s, e) in backchannel) for p, s, e in bids]
 
+
+TALK_KINDS = ("talk", "backchannel")
+
+
+def talk_table(turns: pd.DataFrame, bids: list[Bid]) -> pd.DataFrame:
+    """Every annotated talk span as `participant_id, start_s, end_s, kind` (kind: talk | backchannel).
+
+    A span is a backchannel when the bid it belongs to (rule 1) is one (rule 2). The dataset uses
+    this table for the per-frame `listener_backchannel` and `speaker_talk` flags.
+    """
+    by_person: dict[str, list[Bid]] = {}
+    for b in bids:
+        by_person.setdefault(b[0], []).append(b)
+    rows = []
+    for p, s, e in zip(turns["participant_id"].astype(str), turns["start_s"].astype(float),
+                       turns["end_s"].astype(float), strict=True):
+        bid = next((b for b in by_person.get(p, []) if b[1] - _EPS <= s and e <= b[2] + _EPS), None)
+        if bid is None:
+            raise ValueError(f"talk span {p} {s}-{e} s lies in no floor bid")
+        rows.append((p, s, e, TALK_KINDS[int(bid[3])]))
+    rows.sort(key=lambda r: (r[1], r[0], r[2]))
+    return pd.DataFrame({
+        "participant_id": pd.Series([r[0] for r in rows], dtype=str),
+        "start_s": pd.Series([r[1] for r in rows], dtype="float64"),
+        "end_s": pd.Series([r[2] for r in rows], dtype="float64"),
+        "kind": pd.Series([r[3] for r in rows], dtype=str),
+    })

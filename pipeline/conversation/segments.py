@@ -14,7 +14,9 @@ import pandas as pd
 
 from schemas.conventions import HEAD_HOP_S, MAX_SEGMENT_S, MIN_SEGMENT_S
 
-SEGMENT_COLUMNS = ["segment_id", "session_id", "listener_id", "speaker_id", "start_s", "end_s", "n_frames"]
+SEGMENT_COLUMNS = ["segment_id", "session_id", "listener_id", "speaker_id", "start_s", "end_s", "n_frames",
+                   "stretch_id", "overlap_extra"]
+CUT_RULES = ("equal", "greedy")
 _EPS = 1e-9
 
 
@@ -28,15 +30,73 @@ def frame_time(k: int, hop_s: float = HEAD_HOP_S) -> float:
     return round(k * hop_s, 9)
 
 
-def split_frames(n: int, min_frames: int, max_frames: int) -> list[int]:
+def split_frames(n: int, min_frames: int, max_frames: int, rule: str = "equal") -> list[int]:
     """Piece lengths (frames) for a stretch of `n` frames; see `cut_listener_segments`."""
+    if rule not in CUT_RULES:
+        raise ValueError(f"cut rule must be one of {CUT_RULES}, got {rule!r}")
     if n < min_frames or n <= 0:
         return []
     k = math.ceil(n / max_frames)
-    if n // k < min_frames:
-        return [max_frames] * (k - 1)
+    if rule == "greedy" or n // k < min_frames:
+        rest = n - (k - 1) * max_frames
+        return [max_frames] * (k - 1) + ([rest] if rest >= min_frames else [])
     q, r = divmod(n, k)
     return [q + 1] * r + [q] * (k - r)
+
+
+def span_frames(spans: list[tuple[float, float]], f0: int, n: int, hop_s: float = HEAD_HOP_S) -> np.ndarray:
+    """uint8 [n]: 1 where head frame f0 + i (covering [t, t + hop_s)) overlaps one of the time spans."""
+    out = np.zeros(n, dtype=np.uint8)
+    for s, e in spans:
+        a = max(frame_of(float(s), hop_s, up=False) - f0, 0)
+        z = min(frame_of(float(e), hop_s, up=True) - f0, n)
+        if z > a:
+            out[a:z] = 1
+    return out
+
+
+def listener_stretches(
+    floor: pd.DataFrame,
+    participant_ids: Collection[str],
+    interjections: pd.DataFrame | None = None,
+    *,
+    hop_s: float = HEAD_HOP_S,
+) -> list[tuple[str, str, int, int]]:
+    """`(listener, speaker, first_frame, end_frame)` of every listener stretch, in time order.
+
+    A floor interval held by S is a stretch for every other participant L, cut at L's
+    interjections (`participant_id, start_s, end_s`: L's own talk that is no backchannel,
+    overlapping S's talk or not). Stretches are snapped inward to the frame grid.
+    """
+    people = sorted({str(p) for p in participant_ids})
+    talk: dict[str, list[tuple[float, float]]] = {p: [] for p in people}
+    if interjections is not None:
+        for p, s, e in zip(interjections["participant_id"], interjections["start_s"], interjections["end_s"],
+                           strict=True):
+            talk.setdefault(str(p), []).append((float(s), float(e)))
+    out = []
+
+    def emit(listener: str, speaker: str, a: float, z: float) -> None:
+        f0, f1 = frame_of(a, hop_s, up=True), frame_of(z, hop_s, up=False)
+        if f1 > f0:
+            out.append((listener, speaker, f0, f1))
+
+    for holder, start, end in zip(floor["holder_id"], floor["start_s"], floor["end_s"], strict=True):
+        speaker, z = str(holder), float(end)
+        if speaker not in people:
+            raise ValueError(f"floor holder {speaker!r} is not in participant_ids {people}")
+        for listener in (p for p in people if p != speaker):
+            cursor = float(start)
+            for s, e in sorted(talk[listener]):
+                if e <= cursor:
+                    continue
+                if s >= z:
+                    break
+                emit(listener, speaker, cursor, s)
+                cursor = max(cursor, e)
+            if cursor < z:
+                emit(listener, speaker, cursor, z)
+    return sorted(out, key=lambda r: (r[2], r[0]))
 
 
 def cut_listener_segments(
@@ -47,63 +107,51 @@ def cut_listener_segments(
     min_s: float = MIN_SEGMENT_S,
     max_s: float = MAX_SEGMENT_S,
     hop_s: float = HEAD_HOP_S,
+    interjections: pd.DataFrame | None = None,
+    rule: str = "equal",
+    stride_s: float = 0.0,
 ) -> pd.DataFrame:
-    """Cut every floor interval into listener segments, one set per non-holding participant.
+    """Cut every listener stretch (`listener_stretches`) into listener segments.
 
-    Rule (data card): for a floor interval held by speaker S, every other participant L is a
-    listener. The interval is snapped inward to the head-frame grid (start rounded UP, end DOWN
-    to a multiple of `hop_s`), giving n frames; the length includes the 1 s model context. If
-    n < ceil(min_s / hop_s) frames there is no segment. Otherwise k = ceil(n / max_frames) with
-    max_frames = floor(max_s / hop_s); if the shortest of k near-equal pieces would be below
-    min_frames, use k-1 pieces of exactly max_frames from the start and drop the remainder at the
-    end; else split into k consecutive near-equal pieces (the first n mod k pieces one frame
-    longer). `segment_id = f"{session_id}_{listener_id}_{start_frame:07d}"`.
+    Rule (data card): a stretch of n frames (start rounded UP, end DOWN to the `hop_s` grid; the
+    length includes the 1 s model context) shorter than min_frames = ceil(min_s / hop_s) gives no
+    segment. Otherwise, with max_frames = floor(max_s / hop_s) and k = ceil(n / max_frames):
+    `equal` splits it into k consecutive near-equal pieces (the first n mod k one frame longer),
+    unless the shortest would be below min_frames, then it is cut like `greedy`; `greedy` takes
+    k-1 pieces of exactly max_frames from the start and keeps the remainder when it is at least
+    min_frames. `segment_id = f"{session_id}_{listener_id}_{start_frame:07d}"`; every segment
+    carries the `stretch_id` of its stretch (same form, the stretch's first frame).
+
+    `stride_s` > 0 adds overlapping segments (`overlap_extra` True, id suffix `_o`): windows of
+    max_frames starting every stride (rounded to whole frames) after the stretch start, while they
+    fit in the stretch, unless a tiling piece is the same window. They are meant for training
+    only; the aggregate keeps them in the train split and drops them elsewhere.
     """
-    if hop_s <= 0 or min_s <= 0 or max_s < min_s:
-        raise ValueError(f"need hop_s > 0 and 0 < min_s <= max_s, got {hop_s=}, {min_s=}, {max_s=}")
+    if hop_s <= 0 or min_s <= 0 or max_s < min_s or stride_s < 0:
+        raise ValueError(f"need hop_s > 0, 0 < min_s <= max_s, stride_s >= 0, got {hop_s=}, {min_s=}, {max_s=}, "
+                         f"{stride_s=}")
     min_frames = frame_of(min_s, hop_s, up=True)
     max_frames = frame_of(max_s, hop_s, up=False)
     if max_frames < min_frames:
         raise ValueError(f"no whole number of {hop_s} s frames lies in [{min_s}, {max_s}] s")
-    people = sorted({str(p) for p in participant_ids})
+    stride = max(int(round(stride_s / hop_s)), 1) if stride_s > 0 else 0
     rows = []
-    for holder, start, end in zip(floor["holder_id"], floor["start_s"], floor["end_s"], strict=True):
-        speaker = str(holder)
-        if speaker not in people:
-            raise ValueError(f"floor holder {speaker!r} is not in participant_ids {people}")
-        f0 = frame_of(float(start), hop_s, up=True)
-        f1 = frame_of(float(end), hop_s, up=False)
-        pieces = split_frames(f1 - f0, min_frames, max_frames)
-        for listener in people:
-            if listener == speaker:
-                continue
-            s = f0
-            for n in pieces:
-                rows.append(
-                    (
-                        f"{session_id}_{listener}_{s:07d}",
-                        session_id,
-                        listener,
-                        speaker,
-                        frame_time(s, hop_s),
-                        frame_time(s + n, hop_s),
-                        n,
-                    )
-                )
-                s += n
-    df = pd.DataFrame(rows, columns=SEGMENT_COLUMNS)
-    df = df.astype(
-        {
-            "segment_id": str,
-            "session_id": str,
-            "listener_id": str,
-            "speaker_id": str,
-            "start_s": "float64",
-            "end_s": "float64",
-            "n_frames": "int64",
-        }
-    )
-    df = df.sort_values(["start_s", "listener_id"], kind="stable").reset_index(drop=True)
+    for listener, speaker, f0, f1 in listener_stretches(floor, participant_ids, interjections, hop_s=hop_s):
+        stretch_id = f"{session_id}_{listener}_{f0:07d}"
+        pieces, s = [], f0
+        for n in split_frames(f1 - f0, min_frames, max_frames, rule):
+            pieces.append((s, n, ""))
+            s += n
+        if stride:
+            tiled = set(pieces)
+            pieces += [(s, max_frames, "_o") for s in range(f0 + stride, f1 - max_frames + 1, stride)
+                       if (s, max_frames, "") not in tiled]
+        rows += [(f"{session_id}_{listener}_{s:07d}{tag}", session_id, listener, speaker, frame_time(s, hop_s),
+                  frame_time(s + n, hop_s), n, stretch_id, tag == "_o") for s, n, tag in pieces]
+    df = pd.DataFrame(rows, columns=SEGMENT_COLUMNS).astype(
+        {"segment_id": str, "session_id": str, "listener_id": str, "speaker_id": str, "start_s": "float64",
+         "end_s": "float64", "n_frames": "int64", "stretch_id": str, "overlap_extra": bool})
+    df = df.sort_values(["start_s", "listener_id", "segment_id"], kind="stable").reset_index(drop=True)
     if df["segment_id"].duplicated().any():
         dup = df.loc[df["segment_id"].duplicated(), "segment_id"].tolist()[:5]
         raise ValueError(f"overlapping floor intervals gave duplicate segment ids {dup}")

@@ -13,16 +13,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.common.errors import InputError, MediaError
 from pipeline.common.fsutil import atomic_path, write_json_atomic
 from pipeline.config import SessionConfig
 from pipeline.conversation.annotations import read_turns
-from pipeline.conversation.floor import derive_floor, find_backchannels
+from pipeline.conversation.floor import classify_bids, derive_floor, find_backchannels, talk_table
 from pipeline.conversation.segments import cut_listener_segments, drop_invalid_segments
 from pipeline.corpus.layout import SessionSpec
 from schemas.conventions import FBANK_FRAMES_PER_HEAD, HEAD_HOP_S
 from schemas.records import RecordingRecord, Rejection, SessionRecord
+from schemas.tables import TALK_SCHEMA, validate_talk
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,7 @@ class SessionSegments:
     segments: pd.DataFrame  # kept segments (segment_id, session_id, listener_id, speaker_id, ...)
     dropped: pd.DataFrame  # segment rows with a `reason`
     stats: dict
+    talk: pd.DataFrame  # every annotated talk span with its kind (talk | backchannel)
 
 
 def build_session_segments(session_id: str, turns_path: str | Path, all_participant_ids: list[str],
@@ -49,11 +53,15 @@ def build_session_segments(session_id: str, turns_path: str | Path, all_particip
     everyone = sorted(all_participant_ids)
     duration_s = max(float(len(t)) * HEAD_HOP_S for t in head_tables.values())
     turns = read_turns(turns_path, participant_ids=everyone, duration_s=duration_s)
-    floor = derive_floor(turns, everyone, merge_gap_s=cfg.merge_gap_s, backchannel_max_s=cfg.backchannel_max_s)
-    backchannels = find_backchannels(turns, floor, merge_gap_s=cfg.merge_gap_s,
-                                     backchannel_max_s=cfg.backchannel_max_s)
+    rules = dict(merge_gap_s=cfg.merge_gap_s, backchannel_max_s=cfg.backchannel_max_s,
+                 floor_hold_s=cfg.floor_hold_s)
+    floor = derive_floor(turns, everyone, **rules)
+    backchannels = find_backchannels(turns, floor, participant_ids=everyone, **rules)
+    bids = classify_bids(turns, everyone, **rules)
+    interjections = pd.DataFrame([b[:3] for b in bids if not b[3]], columns=["participant_id", "start_s", "end_s"])
     cut = cut_listener_segments(floor, everyone, session_id=session_id, min_s=cfg.min_segment_s,
-                                max_s=cfg.max_segment_s)
+                                max_s=cfg.max_segment_s, interjections=interjections, rule=cfg.cut_rule,
+                                stride_s=cfg.train_stride_s)
     usable = cut["listener_id"].isin(participant_ids) & cut["speaker_id"].isin(participant_ids)
     dropped_parts = [cut[~usable].assign(reason="participant media quarantined")]
     cut = cut[usable]
@@ -76,12 +84,15 @@ def build_session_segments(session_id: str, turns_path: str | Path, all_particip
         "floor_s": {k: float(v) for k, v in floor_time.items()},
         "unannotated_media_participants": sorted(set(participant_ids) - set(turns["participant_id"])),
         "participants_without_media": sorted(set(everyone) - set(participant_ids)),
-        "n_segments": int(len(kept)),
+        "n_segments": int((~kept["overlap_extra"]).sum()),
+        "n_overlap_extra": int(kept["overlap_extra"].sum()),
+        "n_stretches": int(cut["stretch_id"].nunique()),
         "n_dropped": int(len(dropped)),
         "dropped_reasons": {str(k): int(v) for k, v in dropped["reason"].value_counts().items()}
         if len(dropped) else {},
     }
-    return SessionSegments(kept.reset_index(drop=True), dropped.reset_index(drop=True), stats)
+    return SessionSegments(kept.reset_index(drop=True), dropped.reset_index(drop=True), stats,
+                           talk_table(turns, bids))
 
 
 def _usable_tables(records: list[RecordingRecord]) -> dict[str, Path]:
@@ -125,7 +136,12 @@ def process_session(spec: SessionSpec, head: list[RecordingRecord], audio: list[
         text_columns = {c: str for c in result.dropped.columns if result.dropped[c].dtype == object}
         with atomic_path(dropped_path) as tmp:
             result.dropped.astype(text_columns).to_parquet(tmp, index=False)
+        talk_path = out_record.with_suffix(".talk.parquet")
+        talk = validate_talk(pa.Table.from_pandas(result.talk, schema=TALK_SCHEMA, preserve_index=False),
+                             str(talk_path))
+        with atomic_path(talk_path) as tmp:
+            pq.write_table(talk, tmp)
         record = SessionRecord(spec.session_id, "ok", **tables, segments_table=str(segments_path),
-                               dropped_table=str(dropped_path), stats=result.stats)
+                               dropped_table=str(dropped_path), talk_table=str(talk_path), stats=result.stats)
     write_json_atomic(out_record, record.to_dict())
     return record

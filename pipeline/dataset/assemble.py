@@ -21,13 +21,14 @@ import pyarrow.parquet as pq
 
 from pipeline.common.fsutil import atomic_path, stable_hash, write_json_atomic
 from pipeline.config import BuildConfig
+from pipeline.conversation.segments import span_frames
 from pipeline.dataset.plan import BuildPlan, SSLModel, WorkLayout
 from pipeline.dataset.shards import RunningStats, ShardWriter, spec_metadata
 from pipeline.dataset.splits import assign_splits
 from schemas.conventions import FBANK_FRAMES_PER_HEAD, HEAD_HOP_S, SSL_FRAMES_PER_HEAD, head_feature_columns
 from schemas.records import RecordingKey, RecordingRecord, Rejection, SessionRecord
 from schemas.shards import SHARD_FORMAT_VERSION
-from schemas.tables import SEGMENTS_SCHEMA, SPLITS, validate_segments
+from schemas.tables import SEGMENTS_SCHEMA, SPLITS, validate_segments, validate_talk
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class SessionInputs:
     segments_table: Path
     head_tables: dict[str, Path]
     fbank_tables: dict[str, Path]
+    talk_table: Path | None = None  # talk spans with kind (talk | backchannel): the per-frame flags
     stats: dict = field(default_factory=dict)
 
 
@@ -56,8 +58,21 @@ def load_registry(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def load_talk(inputs: SessionInputs) -> dict[tuple[str, str], list[tuple[float, float]]]:
+    """(participant, kind) -> talk spans of one session, from its talk table."""
+    if inputs.talk_table is None:
+        raise RuntimeError(f"session {inputs.session_id}: its record names no talk table (made by an older "
+                           f"version); rebuild the session")
+    table = validate_talk(pq.read_table(inputs.talk_table), str(inputs.talk_table)).to_pandas()
+    spans: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for p, s, e, kind in zip(table["participant_id"], table["start_s"], table["end_s"], table["kind"], strict=True):
+        spans.setdefault((str(p), str(kind)), []).append((float(s), float(e)))
+    return spans
+
+
 def _segment_arrays(seg: pd.Series, heads: dict[str, pd.DataFrame], fbanks: dict[str, np.ndarray],
-                    head_cols: list[str], fbank_dtype: str) -> dict[str, np.ndarray]:
+                    talk: dict[tuple[str, str], list[tuple[float, float]]], head_cols: list[str],
+                    fbank_dtype: str) -> dict[str, np.ndarray]:
     a = int(round(seg["start_s"] / HEAD_HOP_S))
     n = int(seg["n_frames"])
 
@@ -77,6 +92,9 @@ def _segment_arrays(seg: pd.Series, heads: dict[str, pd.DataFrame], fbanks: dict
         "listener_head": listener, "speaker_head": speaker,
         "listener_valid": listener_valid.astype(np.uint8), "speaker_valid": speaker_valid.astype(np.uint8),
         "speech_fbank": fb.reshape(n, FBANK_FRAMES_PER_HEAD, -1).astype(fbank_dtype),
+        "listener_backchannel": span_frames(talk.get((seg["listener_id"], "backchannel"), []), a, n),
+        "speaker_talk": span_frames(talk.get((seg["speaker_id"], "talk"), [])
+                                    + talk.get((seg["speaker_id"], "backchannel"), []), a, n),
     }
 
 
@@ -112,8 +130,8 @@ def write_shard_set(segments: pd.DataFrame, folder: Path, *, load_session, make_
             arrays = make_arrays(seg, tables)
             name, offset = writer.add(arrays)
             index.append({"segment_id": seg["segment_id"], "shard": name, "offset": offset})
-            if split == "train" and on_train is not None:
-                on_train(arrays)
+            if split == "train" and on_train is not None and not seg["overlap_extra"]:
+                on_train(arrays)  # overlapping windows would count their frames twice
         writer.close()
     table = pd.DataFrame(index, columns=["segment_id", "shard", "offset"])
     with atomic_path(folder / "index.parquet") as tmp:
@@ -158,12 +176,16 @@ def build_dataset(sessions: list[SessionInputs], dataset_dir: str | Path, cfg: B
     with atomic_path(dataset_dir / "segments.parquet") as tmp:
         pq.write_table(table, tmp)
     _remove_other(dataset_dir / "shards", {core_id})  # older builds are unreferenced now
-    per_split = segments.assign(dur=segments["end_s"] - segments["start_s"]).groupby("split")
+    # hours count listening time once: the overlapping training windows add segments, not hours
+    tiling = segments[~segments["overlap_extra"]]
+    per_split = tiling.assign(dur=tiling["end_s"] - tiling["start_s"]).groupby("split")
+    n_per_split = segments.groupby("split").size()
     return {
         "build_id": build_id,
         "shard_set": core_id,
         "n_segments": int(len(segments)),
-        "segments_per_split": {s: int(per_split.size().get(s, 0)) for s in SPLITS},
+        "segments_per_split": {s: int(n_per_split.get(s, 0)) for s in SPLITS},
+        "overlap_extra_segments": int(segments["overlap_extra"].sum()),
         "hours_per_split": {s: float(per_split["dur"].sum().get(s, 0.0)) / 3600 for s in SPLITS},
         "listeners_per_split": {s: sorted(segments.loc[segments.split == s, "listener_id"].unique().tolist())
                                 for s in SPLITS},
@@ -183,10 +205,16 @@ def _split_segments(sessions: list[SessionInputs], dataset_dir: Path, cfg: Build
     segments = pd.concat(parts, ignore_index=True)
     registry_path = dataset_dir / "splits_registry.json"
     ds = cfg.dataset
-    result = assign_splits(segments, mode=ds.disjoint, ratios=ds.ratios, seed=ds.seed,
+    extra = segments["overlap_extra"].to_numpy(bool)
+    # splits are drawn on the tiling only, so the overlap stride never changes shares or the registry
+    result = assign_splits(segments[~extra], mode=ds.disjoint, ratios=ds.ratios, seed=ds.seed,
                            registry=load_registry(registry_path), redraw=redraw)
     write_json_atomic(registry_path, result.registry)
     segments["split"] = segments["segment_id"].map(result.segment_split)
+    stretch_split = segments[~extra].groupby("stretch_id")["split"].first()
+    # an overlapping window takes its stretch's split and is kept in train only: never across splits
+    segments.loc[extra, "split"] = segments.loc[extra, "stretch_id"].map(stretch_split).where(
+        lambda s: s == "train")
     segments = segments[segments["split"].notna()].copy()
     segments = segments.sort_values(["session_id", "start_s", "listener_id"], kind="stable").reset_index(drop=True)
     return segments, result
@@ -206,7 +234,7 @@ def _write_core_shards(segments: pd.DataFrame, sessions: list[SessionInputs], co
     def load_core(session_id: str):
         inputs = by_session[session_id]
         return ({p: pd.read_parquet(path) for p, path in inputs.head_tables.items()},
-                {p: np.load(path, mmap_mode="r") for p, path in inputs.fbank_tables.items()})
+                {p: np.load(path, mmap_mode="r") for p, path in inputs.fbank_tables.items()}, load_talk(inputs))
 
     def accumulate(arrays: dict[str, np.ndarray]) -> None:
         for role in ("listener", "speaker"):
@@ -216,7 +244,7 @@ def _write_core_shards(segments: pd.DataFrame, sessions: list[SessionInputs], co
     reused = (core_folder / "_COMPLETE.json").is_file()
     index = write_shard_set(
         segments, core_folder, load_session=load_core,
-        make_arrays=lambda seg, t: _segment_arrays(seg, t[0], t[1], head_cols, ds.fbank_dtype),
+        make_arrays=lambda seg, t: _segment_arrays(seg, t[0], t[1], t[2], head_cols, ds.fbank_dtype),
         max_bytes=ds.shard_mb << 20, spec=spec, on_train=accumulate)
     norm_path = core_folder / "normalization.json"
     if not reused:
@@ -312,7 +340,8 @@ def assemble_build(plan: BuildPlan, cfg: BuildConfig, *, out: str | Path, corpus
         lines = "\n".join(f"  {r.session_id}/{r.participant_id}: {r.file}: {r.reason}" for r in rejected)
         raise RuntimeError(f"--strict: {len(rejected)} input(s) quarantined:\n{lines}")
     sessions = [SessionInputs(r.session_id, Path(r.segments_table), {p: Path(v) for p, v in r.head_tables.items()},
-                              {p: Path(v) for p, v in r.fbank_tables.items()}, r.stats) for r in records if r.ok]
+                              {p: Path(v) for p, v in r.fbank_tables.items()},
+                              Path(r.talk_table) if r.talk_table else None, r.stats) for r in records if r.ok]
     summary = build_dataset(sessions, dataset_dir, cfg, build_id=build_id, redraw=redraw, ssl_sets=ssl_sets)
     summary.update(corpus=str(Path(corpus).resolve()), config=cfg.to_dict(), inputs=plan.inputs,
                    sessions={r.session_id: r.stats for r in records}, rejected=[r.to_dict() for r in rejected])

@@ -119,6 +119,17 @@ def ssl_section(summary: dict) -> str:
                        "transformers_version")) + ".")
 
 
+CUT_RULE_TEXT = {"equal": "near-equal consecutive pieces covering the stretch",
+                 "greedy": "consecutive 11 s pieces, the remainder kept when at least 6 s"}
+
+
+def _stride_text(stride_s: float, n_extra: int) -> str:
+    if not stride_s:
+        return "segments do not overlap."
+    return (f"the train split also holds {n_extra} overlapping 11 s windows starting every {stride_s:g} s "
+            f"within each stretch (`overlap_extra`; never in valid or test).")
+
+
 def write_data_card(dataset_dir: str | Path, summary: dict) -> Path:
     dataset_dir = Path(dataset_dir)
     segments = pd.read_parquet(dataset_dir / "segments.parquet")
@@ -167,7 +178,9 @@ def write_data_card(dataset_dir: str | Path, summary: dict) -> Path:
         n_rejected=len(rejected), channels=", ".join(cfg["head"]["channels"]),
         head_dim=3 * len(cfg["head"]["channels"]), max_gap_s=cfg["head"]["max_gap_s"],
         fbank_dtype=ds["fbank_dtype"], merge_gap_s=cfg["session"]["merge_gap_s"],
-        backchannel_max_s=cfg["session"]["backchannel_max_s"],
+        backchannel_max_s=cfg["session"]["backchannel_max_s"], floor_hold_s=cfg["session"]["floor_hold_s"],
+        cut_rule=cfg["session"]["cut_rule"], cut_rule_explained=CUT_RULE_TEXT[cfg["session"]["cut_rule"]],
+        stride_text=_stride_text(cfg["session"]["train_stride_s"], summary.get("overlap_extra_segments", 0)),
         max_invalid_pct=f"{100 * cfg['session']['max_invalid_frac']:g}",
         inputs_table="\n".join(inputs_rows), rejected_table=rejected_table,
         config_json=json.dumps(cfg, indent=2), versions=_versions(), ssl_section=ssl_section(summary))

@@ -6,6 +6,8 @@
     item["speaker_head"]   # [T, 18]
     item["speech"]         # [T, 8, 80] speaker FBank
     item["listener_valid"], item["speaker_valid"]  # [T] bool; invalid frames are zero-filled
+    item["listener_backchannel"]  # [T] bool: the listener is producing a backchannel (aizuchi)
+    item["speaker_talk"]           # [T] bool: the speaker is talking (turn annotations)
 
     ds = LHGDataset("lhg_out/dataset", "train", ssl="japanese-hubert-base-1a2b3c4d5e-attention",
                     ssl_layers=[0, 6, 12])
@@ -100,6 +102,8 @@ class LHGDataset:
             **({"speech": speech} if speech is not None else {}),
             "listener_valid": listener_valid & np.isfinite(listener).all(1),
             "speaker_valid": speaker_valid & np.isfinite(speaker).all(1),
+            "listener_backchannel": shard.get_slice("listener_backchannel")[a:b].astype(bool),
+            "speaker_talk": shard.get_slice("speaker_talk")[a:b].astype(bool),
         }
         if self.ssl is not None:
             shard = self._shard(self._ssl_shard[index], ("ssl",))
