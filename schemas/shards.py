@@ -3,10 +3,12 @@
 Per split, `<out>/dataset/shards/<build>/<split>-NNNNN.safetensors`, each holding frame-major
 arrays of whole segments concatenated along the frame axis (12.5 fps head frames):
 
-    listener_head   [F, 18] float32   NaN where the frame is invalid
-    speaker_head    [F, 18] float32   NaN where the frame is invalid
-    listener_valid  [F]     uint8
+    listener_head   [F, 18] float32   NaN where no pose is known (held poses are stored, see below)
+    speaker_head    [F, 18] float32   NaN where no pose is known
+    listener_valid  [F]     uint8     1: an observed pose (a loss target / metric frame)
     speaker_valid   [F]     uint8
+    listener_interpolated [F] uint8   1: the face was lost; the last observed pose is held (input only)
+    speaker_interpolated  [F] uint8
     speech_fbank    [F, 8, 80] float32|float16   speaker FBank, 8 frames per head frame
     listener_backchannel [F] uint8    1: the listener is producing a backchannel in this frame
     speaker_talk    [F]     uint8     1: the speaker is talking in this frame (turn annotations)
@@ -15,6 +17,10 @@ Head frame k covers [k * 0.08, (k + 1) * 0.08) s, the time of its 8 FBank frames
 when an annotated talk span overlaps that interval. A listener's talk that is no backchannel
 never lies inside a segment (it ends the listener stretch), so `listener_backchannel` is all the
 listener's talk there is.
+
+Held frames (a face lost for at most `--max-gap-s`, `interpolated` in the head table) carry the last
+observed pose as a causal fill for model inputs, with `*_valid` = 0: they are never loss targets and
+never metric frames.
 
 A segment lives in exactly one shard: rows `offset .. offset + n_frames` (see segments.parquet).
 
@@ -30,8 +36,8 @@ Big tensors stay out of Parquet: safetensors files are memory-mapped and read la
 from __future__ import annotations
 
 SHARD_TENSORS = ("listener_head", "speaker_head", "listener_valid", "speaker_valid", "speech_fbank",
-                 "listener_backchannel", "speaker_talk")
-SHARD_FORMAT_VERSION = 2  # 2: listener_backchannel, speaker_talk
+                 "listener_backchannel", "speaker_talk", "listener_interpolated", "speaker_interpolated")
+SHARD_FORMAT_VERSION = 3  # 2: listener_backchannel, speaker_talk; 3: *_interpolated, held frames not valid
 
 
 SSL_SHARD_TENSORS = ("ssl",)

@@ -63,14 +63,14 @@ def test_unset_parameters_give_the_dataclass_defaults(tmp_path):
 def test_stage_versions_did_not_move():
     """Existing work/ outputs stay valid: their paths carry these hashes (recorded before the settings moved
     into field metadata; head, session and dataset moved on purpose with code versions head 2, session 2,
-    dataset 2)."""
+    dataset 3)."""
     default = BuildSplits(out="unused").build_config()
     assert {s: default.stage_version(s) for s in ("head", "audio", "session", "dataset", "ssl")} == {
-        "head": "e4f163fc3e", "audio": "7357f5e147", "session": "d8b7a30e6c", "dataset": "80aa2bf906",
+        "head": "e4f163fc3e", "audio": "7357f5e147", "session": "d8b7a30e6c", "dataset": "92fa8e647e",
         "ssl": "001afc3bb8"}
     other = BuildSplits(out="unused", channels="5", ssl_models="a", ssl_causal="strict", ssl_layers="0,2").build_config()
     assert {s: other.stage_version(s) for s in ("head", "session", "dataset", "ssl")} == {
-        "head": "a1e8d7c882", "session": "e4dd5a5520", "dataset": "3cd17e74d1", "ssl": "920808d275"}
+        "head": "a1e8d7c882", "session": "e4dd5a5520", "dataset": "bbfd0ae631", "ssl": "920808d275"}
 
 
 def _other_value(opt: Option, tmp_path: Path):

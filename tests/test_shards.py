@@ -46,9 +46,12 @@ def test_shard_round_trip_through_loader(tmp_path):
             "speech_fbank": rng.normal(size=(n, 8, 80)).astype(np.float16),
             "listener_backchannel": (np.arange(n) % 7 == 0).astype(np.uint8),
             "speaker_talk": (np.arange(n) % 3 > 0).astype(np.uint8),
+            "listener_interpolated": np.zeros(n, np.uint8), "speaker_interpolated": np.zeros(n, np.uint8),
         }
         arrays["listener_head"][5] = np.nan
         arrays["listener_valid"][5] = 0
+        arrays["listener_valid"][7] = 0  # a held pose: finite values, an input but not a target
+        arrays["listener_interpolated"][7] = 1
         name, offset = writer.add(arrays)
         originals[f"seg{i}"] = arrays
         rows.append({"segment_id": f"seg{i}", "split": "train", "shard": f"shards/b1/{name}", "offset": offset,
@@ -70,8 +73,10 @@ def test_shard_round_trip_through_loader(tmp_path):
         np.testing.assert_allclose(item["speaker_head"].numpy(), orig["speaker_head"], rtol=1e-6)
         assert not bool(item["listener_valid"][5]) and float(item["listener_head"][5].abs().sum()) == 0.0
         np.testing.assert_allclose(item["speech"].numpy(), orig["speech_fbank"].astype(np.float32))
-        for flag in ("listener_backchannel", "speaker_talk"):
+        for flag in ("listener_backchannel", "speaker_talk", "listener_interpolated", "speaker_interpolated"):
             assert item[flag].dtype == torch.bool and item[flag].numpy().tolist() == orig[flag].astype(bool).tolist()
+        assert not bool(item["listener_valid"][7]) and bool(item["listener_interpolated"][7])
+        np.testing.assert_allclose(item["listener_head"][7].numpy(), orig["listener_head"][7], rtol=1e-6)
 
 
 def test_loader_names_missing_frame_flags_of_an_older_shard_format(tmp_path):
@@ -86,5 +91,28 @@ def test_loader_names_missing_frame_flags_of_an_older_shard_format(tmp_path):
                    "n_frames": n}]).to_parquet(tmp_path / "segments.parquet")
     (tmp_path / "normalization.json").write_text(json.dumps({
         "head": {"mean": [0.0] * 18, "std": [1.0] * 18}, "speech_fbank": {"mean": [0.0] * 80, "std": [1.0] * 80}}))
-    with pytest.raises(ValueError, match=r"lacks tensor\(s\) \['listener_backchannel', 'speaker_talk'\]"):
+    with pytest.raises(ValueError, match=r"lacks tensor\(s\) \['listener_backchannel', 'speaker_talk', "
+                                         r"'listener_interpolated', 'speaker_interpolated'\]"):
         LHGDataset(tmp_path, "train")[0]
+
+
+def test_held_head_frames_are_inputs_not_targets():
+    """A face lost for a moment: the head table holds the last pose (`interpolated`, still `valid`);
+    the shards keep the held values for model inputs but mark them not valid (never a loss target or
+    a metric frame) and flag them."""
+    from pipeline.dataset.assemble import _segment_arrays
+
+    n = 10
+    cols = [f"c{i}" for i in range(18)]
+    table = pd.DataFrame(np.arange(n * 18, dtype=np.float32).reshape(n, 18), columns=cols)
+    table["valid"] = True
+    table["interpolated"] = False
+    table.loc[4:5, "interpolated"] = True  # held pose
+    table.loc[8, "valid"] = False  # a longer gap: no pose at all
+    table.loc[8, cols] = np.nan
+    seg = pd.Series({"segment_id": "s", "listener_id": "L", "speaker_id": "S", "start_s": 0.0, "n_frames": n})
+    arrays = _segment_arrays(seg, {"L": table, "S": table}, {"S": np.zeros((n * 8, 80), np.float32)}, {}, cols,
+                             "float32")
+    assert arrays["listener_valid"].tolist() == [1, 1, 1, 1, 0, 0, 1, 1, 0, 1]
+    assert arrays["listener_interpolated"].tolist() == [0, 0, 0, 0, 1, 1, 0, 0, 0, 0]
+    assert np.isfinite(arrays["listener_head"][4:6]).all() and np.isnan(arrays["listener_head"][8]).all()

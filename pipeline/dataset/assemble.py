@@ -76,21 +76,24 @@ def _segment_arrays(seg: pd.Series, heads: dict[str, pd.DataFrame], fbanks: dict
     a = int(round(seg["start_s"] / HEAD_HOP_S))
     n = int(seg["n_frames"])
 
-    def head(pid: str) -> tuple[np.ndarray, np.ndarray]:
+    def head(pid: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """-> (values, observed, held): a held pose (face lost, last pose kept) is an input, not a target."""
         table = heads[pid].iloc[a:a + n]
         values = table[head_cols].to_numpy(np.float32)
-        valid = table["valid"].to_numpy(bool)
+        held = table["interpolated"].to_numpy(bool) & table["valid"].to_numpy(bool)
+        observed = table["valid"].to_numpy(bool) & ~held
         if len(values) < n:  # beyond the end of the video: invalid frames
             values = np.vstack([values, np.full((n - len(values), len(head_cols)), np.nan, np.float32)])
-            valid = np.concatenate([valid, np.zeros(n - len(valid), bool)])
-        return values, valid
+            observed, held = (np.concatenate([x, np.zeros(n - len(x), bool)]) for x in (observed, held))
+        return values, observed, held
 
-    listener, listener_valid = head(seg["listener_id"])
-    speaker, speaker_valid = head(seg["speaker_id"])
+    listener, listener_valid, listener_held = head(seg["listener_id"])
+    speaker, speaker_valid, speaker_held = head(seg["speaker_id"])
     fb = fbanks[seg["speaker_id"]][a * FBANK_FRAMES_PER_HEAD:(a + n) * FBANK_FRAMES_PER_HEAD]
     return {
         "listener_head": listener, "speaker_head": speaker,
         "listener_valid": listener_valid.astype(np.uint8), "speaker_valid": speaker_valid.astype(np.uint8),
+        "listener_interpolated": listener_held.astype(np.uint8), "speaker_interpolated": speaker_held.astype(np.uint8),
         "speech_fbank": fb.reshape(n, FBANK_FRAMES_PER_HEAD, -1).astype(fbank_dtype),
         "listener_backchannel": span_frames(talk.get((seg["listener_id"], "backchannel"), []), a, n),
         "speaker_talk": span_frames(talk.get((seg["speaker_id"], "talk"), [])

@@ -5,7 +5,9 @@
     item["listener_head"]  # [T, 18] float32 (normalised with train statistics unless normalize=False)
     item["speaker_head"]   # [T, 18]
     item["speech"]         # [T, 8, 80] speaker FBank
-    item["listener_valid"], item["speaker_valid"]  # [T] bool; invalid frames are zero-filled
+    item["listener_valid"], item["speaker_valid"]  # [T] bool: observed poses (loss targets, metric frames)
+    item["listener_interpolated"], item["speaker_interpolated"]  # [T] bool: face lost, last pose held
+                                                                   # (a causal input fill; not valid)
     item["listener_backchannel"]  # [T] bool: the listener is producing a backchannel (aizuchi)
     item["speaker_talk"]           # [T] bool: the speaker is talking (turn annotations)
 
@@ -104,6 +106,8 @@ class LHGDataset:
             "speaker_valid": speaker_valid & np.isfinite(speaker).all(1),
             "listener_backchannel": shard.get_slice("listener_backchannel")[a:b].astype(bool),
             "speaker_talk": shard.get_slice("speaker_talk")[a:b].astype(bool),
+            "listener_interpolated": shard.get_slice("listener_interpolated")[a:b].astype(bool),
+            "speaker_interpolated": shard.get_slice("speaker_interpolated")[a:b].astype(bool),
         }
         if self.ssl is not None:
             shard = self._shard(self._ssl_shard[index], ("ssl",))
