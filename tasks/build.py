@@ -19,6 +19,7 @@ from pathlib import Path
 
 import luigi
 
+from pipeline.common.fsutil import output_lock
 from pipeline.common.runtime import uses_gpu
 from pipeline.config import (
     BuildConfig,
@@ -213,8 +214,10 @@ class BuildSplits(BuildSettings, luigi.Task):
                                head_keys=list(s.head_keys), audio_keys=list(s.audio_keys)) for s in plan.sessions] + \
             [SSLFeatures(**common, key=k, model=m.model, model_dir=m.model_dir, model_tag=m.model_tag)
              for m in plan.ssl_models for s in plan.sessions for k in s.audio_keys]
-        summary = assemble_build(plan, cfg, out=self.out, corpus=self.corpus_dir, build_id=build_id,
-                                 redraw=self.redraw, strict=self.strict)
+        with output_lock(Path(self.out) / "dataset", "BuildSplits"):  # two runs never interleave their writes
+            refuse_other_settings(Path(self.out) / "dataset", cfg, redraw=self.redraw, overwrite=self.overwrite)
+            summary = assemble_build(plan, cfg, out=self.out, corpus=self.corpus_dir, build_id=build_id,
+                                     redraw=self.redraw, strict=self.strict)
         log.info("dataset %s: %d segments %s, %d quarantined input(s) listed in rejected.csv; see data_card.md",
                  Path(self.out) / "dataset", summary["n_segments"], summary["segments_per_split"],
                  len(summary["rejected"]))

@@ -8,9 +8,13 @@ the temporary keeps the real extension for writers that sniff it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import socket
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,3 +56,39 @@ def stable_hash(obj: Any, n: int = 12) -> str:
     """Short hash of a JSON-serialisable value (configs, lists of input hashes)."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:n]
+
+
+LOCK_FILE = ".lock"
+
+
+class OutputLockedError(RuntimeError):
+    """Another run is writing the same output folder."""
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | Path, purpose: str) -> Iterator[Path]:
+    """Hold an exclusive lock on `folder` while writing it; fail at once, naming the other run, if
+    another process holds it. Two runs into one folder would otherwise remove each other's files.
+
+    An advisory `flock` on `<folder>/.lock`: released by the kernel when the holder exits, killed
+    or not, so a crash never leaves a stale lock. The file records who holds it (pid, host, start
+    time, command line) for the message. Local file systems only (NFS flock support varies).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown process"
+            raise OutputLockedError(f"{folder} is being written by another run ({holder}); wait for it to "
+                                    "finish or use another --out") from None
+        info = (f"{purpose}: pid {os.getpid()} on {socket.gethostname()}, started "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')}, command: {' '.join(sys.argv)[:300]}")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info.encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
