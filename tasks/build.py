@@ -19,7 +19,7 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.common.fsutil import output_lock
+from pipeline.common.fsutil import output_lock, sweep_stale_temporaries
 from pipeline.common.runtime import uses_gpu
 from pipeline.config import (
     BuildConfig,
@@ -205,6 +205,10 @@ class BuildSplits(BuildSettings, luigi.Task):
         refuse_other_settings(Path(self.out) / "dataset", cfg, redraw=self.redraw, overwrite=self.overwrite)
         if not getattr(self, "_announced", False):  # run() restarts once its dynamic dependencies are done
             self._announced = True
+            removed, freed = sweep_stale_temporaries(self.out)
+            if removed:
+                log.info("removed %d temporary file(s) (%.1f MB) left by killed runs in %s", removed, freed / 1e6,
+                         self.out)
             log.info("corpus %s: %d session(s), %d recording(s), %d with layout errors; build %s",
                      self.corpus_dir, len(plan.sessions), sum(len(s.head_keys) for s in plan.sessions),
                      len(plan.rejected), build_id)

@@ -1,8 +1,9 @@
-"""Atomic writes and content hashing.
+"""Atomic writes, content hashing, the output lock and the sweep of stale temporaries.
 
-Every output is written to `name.tmp-<uuid><ext>` in the target folder and renamed with
-`os.replace`, so a killed run never leaves a partial file under a final name, and
-the temporary keeps the real extension for writers that sniff it.
+Every output is written to `name.tmp-<host>-<pid>-<random><ext>` in the target folder and renamed
+with `os.replace`, so a killed run never leaves a partial file under a final name, and the
+temporary keeps the real extension for writers that sniff it. The host and pid in the name let a
+later run tell a dead writer's leftovers (removed by `sweep_stale_temporaries`) from a live one's.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -20,13 +22,51 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TMP_NAME = re.compile(r"\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}")
+FOREIGN_TMP_MAX_AGE_S = 7 * 24 * 3600  # temporaries of other hosts (a remote Dask cluster) go after a week
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def sweep_stale_temporaries(root: str | Path) -> tuple[int, int]:
+    """Remove temporaries under `root` left by writers that died (a SIGKILL inside a write leaves
+    them, GB-sized for SSL features) -> (files removed, bytes freed). A temporary of a live process
+    on this host is never touched; one from another host only when older than a week; names from
+    before this scheme (no host / pid) when older than a day."""
+    removed = freed = 0
+    now = time.time()
+    for path in Path(root).rglob("*.tmp-*"):
+        m = _TMP_NAME.search(path.name)
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        if m and m["host"] == _HOST:
+            stale = not _pid_alive(int(m["pid"]))
+        else:
+            stale = now - stat.st_mtime > (FOREIGN_TMP_MAX_AGE_S if m else 24 * 3600)
+        if stale and path.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed, freed = removed + 1, freed + stat.st_size
+    return removed, freed
+
 
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `final`; rename it into place only if the block succeeds."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.stem}.tmp-{uuid.uuid4().hex[:12]}{final.suffix}")
+    tmp = final.with_name(f"{final.stem}.tmp-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}{final.suffix}")
     try:
         yield tmp
         os.replace(tmp, final)
