@@ -184,7 +184,7 @@ class BuildSplits(BuildSettings, luigi.Task):
     def plan(self) -> tuple[BuildConfig, BuildPlan, str]:
         """Settings, per-session task parameters and the build id (hash of all of them)."""
         cfg = self.build_config()
-        plan = plan_build(self.corpus_dir, self.out, cfg)
+        plan = plan_build(self.corpus_dir, self.out, cfg, rehash=self.rehash)
         return cfg, plan, plan.build_id(cfg, redraw=self.redraw, strict=self.strict)
 
     def build_id(self) -> str:

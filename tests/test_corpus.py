@@ -194,3 +194,35 @@ def test_rejected_csv_cells_never_become_formulas(tmp_path):
         (row,) = list(csv.DictReader(f))
     assert row["session_id"].startswith("'=") and row["file"].startswith("'@") and row["reason"].startswith("'-")
     assert len(row["reason"]) < 1100
+
+
+def test_content_replaced_with_same_size_and_mtime_is_hashed_again(tmp_path):
+    import os
+
+    f = tmp_path / "v.bin"
+    f.write_bytes(b"one!")
+    st = os.stat(f)
+    cache = FileHashCache(tmp_path / "cache.json")
+    first = cache.sha256(f)
+    cache.save()
+    replacement = tmp_path / "new.bin"
+    replacement.write_bytes(b"two!")  # same size
+    os.utime(replacement, ns=(st.st_atime_ns, st.st_mtime_ns))  # same modification time (cp -p, rsync -t)
+    os.replace(replacement, f)
+    assert FileHashCache(tmp_path / "cache.json").sha256(f) != first
+
+
+def test_rehash_trusts_no_cached_hash(tmp_path):
+    import json
+
+    f = tmp_path / "v.bin"
+    f.write_bytes(b"one!")
+    cache = FileHashCache(tmp_path / "cache.json")
+    cache.sha256(f)
+    cache.save()
+    entries = json.loads((tmp_path / "cache.json").read_text())
+    (key,) = entries
+    entries[key][-1] = "0" * 64  # a cached hash that no longer matches the content
+    (tmp_path / "cache.json").write_text(json.dumps(entries))
+    assert FileHashCache(tmp_path / "cache.json").sha256(f) == "0" * 64  # trusted by default
+    assert FileHashCache(tmp_path / "cache.json", rehash=True).sha256(f) != "0" * 64

@@ -247,15 +247,21 @@ def _read_session_once(corpus: str, session_id: str, *stamp: int) -> SessionSpec
 
 
 class FileHashCache:
-    """sha256 of input files, cached by (path, size, mtime_ns) in a JSON file.
+    """sha256 of input files, cached by (path, size, mtime, ctime, inode) in a JSON file.
 
     Output paths encode input content hashes (so changed media produce new outputs); re-hashing hours
     of video on every `luigi` invocation would cost minutes, so unchanged files reuse their stored hash.
+    The change time and inode are part of the stamp because a user cannot set them: content replaced
+    with the same size and modification time (`cp -p`, `rsync -t`) is hashed again. `rehash=True`
+    (`--rehash`) trusts no stamp and hashes every file once in this process, for file systems
+    whose time stamps cannot be trusted.
     """
 
-    def __init__(self, cache_path: str | Path):
+    def __init__(self, cache_path: str | Path, *, rehash: bool = False):
         self.cache_path = Path(cache_path)
+        self.rehash = rehash
         self._lock = threading.Lock()
+        self._hashed_here: set[str] = set()
         try:
             self._entries: dict[str, list] = json.loads(self.cache_path.read_text())
         except (OSError, ValueError):
@@ -266,14 +272,16 @@ class FileHashCache:
         path = Path(path).resolve()
         st = os.stat(path)
         key = str(path)
-        stamp = [st.st_size, st.st_mtime_ns]
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         with self._lock:
             hit = self._entries.get(key)
-            if hit and hit[:2] == stamp:
-                return hit[2]
+            trusted = not self.rehash or key in self._hashed_here
+            if hit and trusted and hit[:-1] == stamp:
+                return hit[-1]
         digest = sha256_file(path)
         with self._lock:
             self._entries[key] = [*stamp, digest]
+            self._hashed_here.add(key)
             self._dirty = True
         return digest
 
