@@ -144,6 +144,8 @@ class BuildOptions:
     strict: bool = setting(False, "fail on any quarantined input")
     overwrite: bool = setting(False, "replace a dataset in --out that was built with other settings (without "
                                      "it such a build is refused)")
+    rehash: bool = setting(False, "hash every input file again instead of trusting cached hashes (for files "
+                                  "edited in place on file systems with unreliable time stamps)")
 
 
 @dataclass(frozen=True)

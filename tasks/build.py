@@ -19,6 +19,7 @@ from pathlib import Path
 
 import luigi
 
+from pipeline.common.fsutil import output_lock, sweep_stale_temporaries
 from pipeline.common.runtime import uses_gpu
 from pipeline.config import (
     BuildConfig,
@@ -183,7 +184,7 @@ class BuildSplits(BuildSettings, luigi.Task):
     def plan(self) -> tuple[BuildConfig, BuildPlan, str]:
         """Settings, per-session task parameters and the build id (hash of all of them)."""
         cfg = self.build_config()
-        plan = plan_build(self.corpus_dir, self.out, cfg)
+        plan = plan_build(self.corpus_dir, self.out, cfg, rehash=self.rehash)
         return cfg, plan, plan.build_id(cfg, redraw=self.redraw, strict=self.strict)
 
     def build_id(self) -> str:
@@ -204,6 +205,10 @@ class BuildSplits(BuildSettings, luigi.Task):
         refuse_other_settings(Path(self.out) / "dataset", cfg, redraw=self.redraw, overwrite=self.overwrite)
         if not getattr(self, "_announced", False):  # run() restarts once its dynamic dependencies are done
             self._announced = True
+            removed, freed = sweep_stale_temporaries(self.out)
+            if removed:
+                log.info("removed %d temporary file(s) (%.1f MB) left by killed runs in %s", removed, freed / 1e6,
+                         self.out)
             log.info("corpus %s: %d session(s), %d recording(s), %d with layout errors; build %s",
                      self.corpus_dir, len(plan.sessions), sum(len(s.head_keys) for s in plan.sessions),
                      len(plan.rejected), build_id)
@@ -213,8 +218,10 @@ class BuildSplits(BuildSettings, luigi.Task):
                                head_keys=list(s.head_keys), audio_keys=list(s.audio_keys)) for s in plan.sessions] + \
             [SSLFeatures(**common, key=k, model=m.model, model_dir=m.model_dir, model_tag=m.model_tag)
              for m in plan.ssl_models for s in plan.sessions for k in s.audio_keys]
-        summary = assemble_build(plan, cfg, out=self.out, corpus=self.corpus_dir, build_id=build_id,
-                                 redraw=self.redraw, strict=self.strict)
+        with output_lock(Path(self.out) / "dataset", "BuildSplits"):  # two runs never interleave their writes
+            refuse_other_settings(Path(self.out) / "dataset", cfg, redraw=self.redraw, overwrite=self.overwrite)
+            summary = assemble_build(plan, cfg, out=self.out, corpus=self.corpus_dir, build_id=build_id,
+                                     redraw=self.redraw, strict=self.strict)
         log.info("dataset %s: %d segments %s, %d quarantined input(s) listed in rejected.csv; see data_card.md",
                  Path(self.out) / "dataset", summary["n_segments"], summary["segments_per_split"],
                  len(summary["rejected"]))

@@ -111,3 +111,15 @@ def test_playlists_cannot_reach_beyond_local_files(tmp_path):
     playlist.write_text("#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nhttp://127.0.0.1:9/seg.ts\n#EXT-X-ENDLIST\n")
     with pytest.raises(MediaError, match="remote.m3u8"):
         decode_audio(playlist)
+
+
+@pytest.mark.parametrize(("value", "match"), [(1e25, r"beyond \+-64 .*at 0\.500 s"), (np.inf, r"NaN/inf sample.*0\.500 s")])
+def test_poisoned_float_audio_is_refused_with_its_time(tmp_path, value, match):
+    """A float WAV with a huge (but finite) or infinite sample must not reach the FBank (it would be NaN)."""
+    wave = np.zeros(SAMPLE_RATE, np.float32)
+    wave[SAMPLE_RATE // 2] = value
+    path = tmp_path / "loud.wav"
+    sf.write(path, wave, SAMPLE_RATE, subtype="FLOAT")
+    with pytest.raises(MediaError, match=match) as err:
+        decode_audio(path)
+    assert err.value.path == str(path)

@@ -93,3 +93,136 @@ def test_session_layout_is_parsed_once_until_it_changes(tmp_path):
     (tmp_path / "sessions" / "s1" / "participants.csv").unlink()
     with pytest.raises(CorpusLayoutError, match="missing participants.csv"):
         read_session_cached(tmp_path, "s1")
+
+
+# --------------------------------------------------------------------------- hostile and unlucky inputs
+
+
+def test_media_symlink_out_of_the_corpus_is_refused(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secret.wav").write_bytes(b"RIFF")
+    corpus = tmp_path / "corpus"
+    d = make_session(corpus, "s1", GOOD)
+    (d / "b.wav").unlink()
+    (d / "b.wav").symlink_to(outside / "secret.wav")
+    with pytest.raises(CorpusLayoutError, match=r"line 3\): media file 'b.wav' resolves outside the corpus"):
+        read_session(corpus, "s1")
+    # a link that stays inside the corpus is fine
+    (d / "b.wav").unlink()
+    (d / "b.wav").symlink_to(d / "a.wav")
+    assert read_session(corpus, "s1").participant("B").audio.name == "b.wav"
+
+
+def test_session_folder_or_participants_csv_linked_out_of_the_corpus_is_refused(tmp_path):
+    outside = make_session(tmp_path / "other", "real", GOOD)
+    corpus = tmp_path / "corpus"
+    (corpus / "sessions").mkdir(parents=True)
+    (corpus / "sessions" / "s1").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(CorpusLayoutError, match="session folder resolves outside the corpus"):
+        read_session(corpus, "s1")
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    d = make_session(corpus, "s2", GOOD)
+    (d / "participants.csv").unlink()
+    (d / "participants.csv").symlink_to(secret)
+    with pytest.raises(CorpusLayoutError, match="participants.csv resolves outside the corpus") as err:
+        read_session(corpus, "s2")
+    assert "root:x" not in str(err.value)  # nothing of the outside file is echoed
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("a.m3u8", b"#EXTM3U\n#EXTINF:1,\n/etc/hosts\n"),
+    ("a.mp4", b"#EXTM3U\n#EXT-X-VERSION:3\n#EXTINF:10,\nfile:///etc/passwd\n"),  # playlist text named .mp4
+    ("a.mp4", b"ffconcat version 1.0\nfile '/etc/passwd'\n"),
+])
+def test_playlists_and_concat_lists_are_refused(tmp_path, name, content):
+    d = make_session(tmp_path, "s1", GOOD.replace("A,a.mp4", f"A,{name}"))
+    (d / name).write_bytes(content)
+    with pytest.raises(CorpusLayoutError, match=r"line 2\): media file '.*' is a playlist or file list"):
+        read_session(tmp_path, "s1")
+
+
+def test_participants_csv_encodings(tmp_path):
+    d = make_session(tmp_path, "s1", GOOD)
+    (d / "participants.csv").write_bytes(GOOD.encode("utf-16"))  # with BOM: accepted
+    assert read_session(tmp_path, "s1").participant_ids == ["A", "B"]
+    (d / "participants.csv").write_bytes("participant_id,video,audio\nA,a.mp4,a.wav\nBé,b.mp4,b.wav\n"
+                                         .encode("latin-1"))
+    with pytest.raises(CorpusLayoutError, match=r"participants.csv \(line 3\): not UTF-8 text: byte 42 \(0xe9\)"):
+        read_session(tmp_path, "s1")
+
+
+def test_one_video_for_two_participants_needs_two_tiles(tmp_path):
+    make_session(tmp_path, "s1", "participant_id,video,audio\nA,a.mp4,a.wav\nB,a.mp4,b.wav\n")
+    with pytest.raises(CorpusLayoutError, match="participants A and B use the same video with no crop"):
+        read_session(tmp_path, "s1")
+
+
+def test_audio_offset_is_bounded(tmp_path):
+    make_session(tmp_path, "s1", "participant_id,video,audio,audio_offset_s\nA,a.mp4,a.wav,1e6\nB,b.mp4,b.wav,0\n")
+    with pytest.raises(CorpusLayoutError, match=r"line 2\): audio_offset_s 1e\+06 s: expected at most 3600 s"):
+        read_session(tmp_path, "s1")
+
+
+def test_hidden_and_stray_entries_are_reported(tmp_path, caplog):
+    make_session(tmp_path, "s1", GOOD)
+    (tmp_path / "sessions" / ".s2").mkdir()
+    (tmp_path / "sessions" / "notes.txt").write_text("x")
+    with caplog.at_level("WARNING"):
+        assert discover_sessions(tmp_path) == ["s1"]
+    assert "skipped 2 entries" in caplog.text and "'.s2'" in caplog.text and "'notes.txt'" in caplog.text
+
+
+def test_long_header_is_quoted_and_cut(tmp_path):
+    make_session(tmp_path, "s1", "x" * 500 + "\nA\n")
+    with pytest.raises(CorpusLayoutError) as err:
+        read_session(tmp_path, "s1")
+    assert "x" * 81 not in str(err.value) and "..." in str(err.value)
+
+
+def test_rejected_csv_cells_never_become_formulas(tmp_path):
+    import csv
+
+    from pipeline.dataset.datacard import write_rejected
+    from schemas.records import Rejection
+
+    rows = [Rejection(stage="layout", session_id="=HYPERLINK(\"http://x\")", participant_id="",
+                      kind="layout", file="@SUM(A1)", where="", reason="-2+3 " + "y" * 5000)]
+    write_rejected(tmp_path / "rejected.csv", rows)
+    with open(tmp_path / "rejected.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["session_id"].startswith("'=") and row["file"].startswith("'@") and row["reason"].startswith("'-")
+    assert len(row["reason"]) < 1100
+
+
+def test_content_replaced_with_same_size_and_mtime_is_hashed_again(tmp_path):
+    import os
+
+    f = tmp_path / "v.bin"
+    f.write_bytes(b"one!")
+    st = os.stat(f)
+    cache = FileHashCache(tmp_path / "cache.json")
+    first = cache.sha256(f)
+    cache.save()
+    replacement = tmp_path / "new.bin"
+    replacement.write_bytes(b"two!")  # same size
+    os.utime(replacement, ns=(st.st_atime_ns, st.st_mtime_ns))  # same modification time (cp -p, rsync -t)
+    os.replace(replacement, f)
+    assert FileHashCache(tmp_path / "cache.json").sha256(f) != first
+
+
+def test_rehash_trusts_no_cached_hash(tmp_path):
+    import json
+
+    f = tmp_path / "v.bin"
+    f.write_bytes(b"one!")
+    cache = FileHashCache(tmp_path / "cache.json")
+    cache.sha256(f)
+    cache.save()
+    entries = json.loads((tmp_path / "cache.json").read_text())
+    (key,) = entries
+    entries[key][-1] = "0" * 64  # a cached hash that no longer matches the content
+    (tmp_path / "cache.json").write_text(json.dumps(entries))
+    assert FileHashCache(tmp_path / "cache.json").sha256(f) == "0" * 64  # trusted by default
+    assert FileHashCache(tmp_path / "cache.json", rehash=True).sha256(f) != "0" * 64

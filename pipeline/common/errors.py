@@ -5,6 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+QUOTE_LIMIT = 80  # characters of input text echoed in a message
+
+
+def quote_input(text: object, limit: int = QUOTE_LIMIT) -> str:
+    """Input text as it may appear in a message: quoted (repr, so control characters are visible) and
+    cut to `limit` characters, so a report never carries more of a file than it needs to name the fault."""
+    text = str(text)
+    cut = text if len(text) <= limit else text[:limit] + "..."
+    return repr(cut)
+
 
 class InputError(Exception):
     """A user-supplied file is unusable. Recorded as a quarantine reason, never a crash."""

@@ -1,20 +1,64 @@
-"""Atomic writes and content hashing.
+"""Atomic writes, content hashing, the output lock and the sweep of stale temporaries.
 
-Every output is written to `name.tmp-<uuid><ext>` in the target folder and renamed with
-`os.replace`, so a killed run never leaves a partial file under a final name, and
-the temporary keeps the real extension for writers that sniff it.
+Every output is written to `name.tmp-<host>-<pid>-<random><ext>` in the target folder and renamed
+with `os.replace`, so a killed run never leaves a partial file under a final name, and the
+temporary keeps the real extension for writers that sniff it. The host and pid in the name let a
+later run tell a dead writer's leftovers (removed by `sweep_stale_temporaries`) from a live one's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import re
+import socket
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TMP_NAME = re.compile(r"\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}")
+FOREIGN_TMP_MAX_AGE_S = 7 * 24 * 3600  # temporaries of other hosts (a remote Dask cluster) go after a week
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def sweep_stale_temporaries(root: str | Path) -> tuple[int, int]:
+    """Remove temporaries under `root` left by writers that died (a SIGKILL inside a write leaves
+    them, GB-sized for SSL features) -> (files removed, bytes freed). A temporary of a live process
+    on this host is never touched; one from another host only when older than a week; names from
+    before this scheme (no host / pid) when older than a day."""
+    removed = freed = 0
+    now = time.time()
+    for path in Path(root).rglob("*.tmp-*"):
+        m = _TMP_NAME.search(path.name)
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        if m and m["host"] == _HOST:
+            stale = not _pid_alive(int(m["pid"]))
+        else:
+            stale = now - stat.st_mtime > (FOREIGN_TMP_MAX_AGE_S if m else 24 * 3600)
+        if stale and path.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed, freed = removed + 1, freed + stat.st_size
+    return removed, freed
 
 
 @contextlib.contextmanager
@@ -22,7 +66,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `final`; rename it into place only if the block succeeds."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.stem}.tmp-{uuid.uuid4().hex[:12]}{final.suffix}")
+    tmp = final.with_name(f"{final.stem}.tmp-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}{final.suffix}")
     try:
         yield tmp
         os.replace(tmp, final)
@@ -52,3 +96,39 @@ def stable_hash(obj: Any, n: int = 12) -> str:
     """Short hash of a JSON-serialisable value (configs, lists of input hashes)."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:n]
+
+
+LOCK_FILE = ".lock"
+
+
+class OutputLockedError(RuntimeError):
+    """Another run is writing the same output folder."""
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | Path, purpose: str) -> Iterator[Path]:
+    """Hold an exclusive lock on `folder` while writing it; fail at once, naming the other run, if
+    another process holds it. Two runs into one folder would otherwise remove each other's files.
+
+    An advisory `flock` on `<folder>/.lock`: released by the kernel when the holder exits, killed
+    or not, so a crash never leaves a stale lock. The file records who holds it (pid, host, start
+    time, command line) for the message. Local file systems only (NFS flock support varies).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown process"
+            raise OutputLockedError(f"{folder} is being written by another run ({holder}); wait for it to "
+                                    "finish or use another --out") from None
+        info = (f"{purpose}: pid {os.getpid()} on {socket.gethostname()}, started "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')}, command: {' '.join(sys.argv)[:300]}")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info.encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -14,7 +14,9 @@ Session and participant ids must be safe file-name tokens (letters, digits, `._-
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
 import math
 import os
 import threading
@@ -22,12 +24,21 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from pipeline.common.errors import CorpusLayoutError
+from pipeline.common.errors import CorpusLayoutError, quote_input
 from pipeline.common.fsutil import sha256_file, write_json_atomic
 from schemas.inputs import PARTICIPANTS_CROP as CROP_COLUMNS
 from schemas.inputs import PARTICIPANTS_OPTIONAL as OPTIONAL_COLUMNS
 from schemas.inputs import PARTICIPANTS_REQUIRED as REQUIRED_COLUMNS
 from schemas.inputs import SAFE_ID, TURN_FILES
+
+log = logging.getLogger(__name__)
+
+# Media are opened by path, never through a list that names other files: ffmpeg follows playlists
+# and concat lists to anything they name, so such inputs are refused by name and by content.
+PLAYLIST_SUFFIXES = (".m3u", ".m3u8", ".pls", ".ffconcat", ".sdp", ".txt", ".xspf")
+PLAYLIST_MARKERS = (b"#EXTM3U", b"#EXT-X-", b"ffconcat version", b"[playlist]", b"<?xml")
+SNIFF_BYTES = 4096
+MAX_AUDIO_OFFSET_S = 3600.0  # |audio_offset_s| bound: larger values are typos that would allocate GiB of silence
 
 
 @dataclass(frozen=True)
@@ -66,19 +77,69 @@ def discover_sessions(corpus: str | Path) -> list[str]:
     root = Path(corpus) / "sessions"
     if not root.is_dir():
         raise CorpusLayoutError(root, "corpus has no 'sessions/' folder (expected <corpus>/sessions/<session_id>/)")
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    entries = sorted(root.iterdir())
+    skipped = [p.name for p in entries if not p.is_dir() or p.name.startswith(".")]
+    if skipped:
+        log.warning("%s: skipped %d entr%s that are not session folders (hidden, or not a folder): %s", root,
+                    len(skipped), "y" if len(skipped) == 1 else "ies", ", ".join(quote_input(n) for n in skipped[:10]))
+    return [p.name for p in entries if p.is_dir() and not p.name.startswith(".")]
 
 
-def _resolve_media(session_dir: Path, value: str, csv_path: Path, where: str) -> Path:
+def _inside(path: Path, root: Path) -> bool:
+    """Whether `path`, with every symbolic link resolved, lies inside `root` (also resolved)."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _check_inside_corpus(path: Path, corpus: Path, what: str, report: Path, where: str | None = None) -> None:
+    """Containment by resolved path: a symbolic link may point anywhere inside the corpus, never out of it."""
+    if not _inside(path, corpus):
+        raise CorpusLayoutError(report, f"{what} resolves outside the corpus ({path.resolve()}); symbolic links "
+                                f"must stay inside {corpus.resolve()}", where)
+
+
+def _check_not_playlist(path: Path, value: str, csv_path: Path, where: str) -> None:
+    """Refuse playlists and concat lists (by suffix and by content, e.g. playlist text saved as .mp4)."""
+    refuse = f"media file {quote_input(value)} is a playlist or file list, not media"
+    if path.suffix.lower() in PLAYLIST_SUFFIXES:
+        raise CorpusLayoutError(csv_path, f"{refuse} (suffix {path.suffix}); name the media file itself", where)
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if any(head.startswith(m) for m in PLAYLIST_MARKERS) or b"#EXTM3U" in head or b"#EXT-X-" in head:
+        raise CorpusLayoutError(csv_path, f"{refuse} (its content is playlist text); lists may name files "
+                                "outside the corpus, so they are refused", where)
+
+
+def _resolve_media(session_dir: Path, value: str, csv_path: Path, where: str, corpus: Path) -> Path:
     if not value:
         raise CorpusLayoutError(csv_path, "empty media path", where)
     rel = Path(value)
     if rel.is_absolute() or ".." in rel.parts:
-        raise CorpusLayoutError(csv_path, f"media path {value!r} must be relative to the session folder", where)
+        raise CorpusLayoutError(csv_path, f"media path {quote_input(value)} must be relative to the session folder",
+                                where)
     path = session_dir / rel
     if not path.is_file():
-        raise CorpusLayoutError(csv_path, f"media file {value!r} not found in {session_dir}", where)
+        raise CorpusLayoutError(csv_path, f"media file {quote_input(value)} not found in {session_dir}", where)
+    _check_inside_corpus(path, corpus, f"media file {quote_input(value)}", csv_path, where)
+    _check_not_playlist(path, value, csv_path, where)
     return path
+
+
+def _participants_text(csv_path: Path) -> str:
+    """participants.csv as text: UTF-8 (with or without BOM) or UTF-16 with BOM; anything else is refused
+    with the line and byte that cannot be decoded."""
+    data = csv_path.read_bytes()
+    encoding = "utf-16" if data.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise CorpusLayoutError(csv_path, f"not {encoding.upper().replace('-SIG', '')} text: byte {exc.start} "
+                                f"(0x{data[exc.start]:02x}) cannot be decoded; save the file as UTF-8",
+                                f"line {line}") from None
 
 
 def _parse_float(raw: str, column: str, csv_path: Path, where: str) -> float:
@@ -93,20 +154,24 @@ def _parse_float(raw: str, column: str, csv_path: Path, where: str) -> float:
 
 def read_session(corpus: str | Path, session_id: str) -> SessionSpec:
     """Parse and validate one session folder; raise CorpusLayoutError naming file and line."""
-    session_dir = Path(corpus) / "sessions" / session_id
+    corpus = Path(corpus)
+    session_dir = corpus / "sessions" / session_id
     check_safe_id(session_id, "session id", session_dir)
+    _check_inside_corpus(session_dir, corpus, "session folder", session_dir)
     csv_path = session_dir / "participants.csv"
     if not csv_path.is_file():
         raise CorpusLayoutError(csv_path, "missing participants.csv (columns participant_id,video,audio)")
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+    _check_inside_corpus(csv_path, corpus, "participants.csv", csv_path)
+    with io.StringIO(_participants_text(csv_path), newline="") as f:
         reader = csv.DictReader(f)
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
-            raise CorpusLayoutError(csv_path, f"missing column(s) {missing}; header is {header}", "line 1")
+            raise CorpusLayoutError(csv_path, f"missing column(s) {missing}; header is "
+                                    f"{quote_input(','.join(header))}", "line 1")
         unknown = [c for c in header if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
         if unknown:
-            raise CorpusLayoutError(csv_path, f"unknown column(s) {unknown}; allowed: "
+            raise CorpusLayoutError(csv_path, f"unknown column(s) {quote_input(','.join(unknown))}; allowed: "
                                     f"{list(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}", "line 1")
         entries: list[ParticipantEntry] = []
         for lineno, raw in enumerate(reader, start=2):
@@ -125,10 +190,13 @@ def read_session(corpus: str | Path, session_id: str) -> SessionSpec:
                 crop = tuple(int(n) for n in nums)
             offset = _parse_float(row["audio_offset_s"], "audio_offset_s", csv_path, where) \
                 if row.get("audio_offset_s") else 0.0
+            if abs(offset) > MAX_AUDIO_OFFSET_S:
+                raise CorpusLayoutError(csv_path, f"audio_offset_s {offset:g} s: expected at most "
+                                        f"{MAX_AUDIO_OFFSET_S:g} s either way", where)
             entries.append(ParticipantEntry(
                 participant_id=pid,
-                video=_resolve_media(session_dir, row["video"], csv_path, where),
-                audio=_resolve_media(session_dir, row["audio"], csv_path, where),
+                video=_resolve_media(session_dir, row["video"], csv_path, where, corpus),
+                audio=_resolve_media(session_dir, row["audio"], csv_path, where, corpus),
                 crop=crop, audio_offset_s=offset))
     ids = [e.participant_id for e in entries]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
@@ -136,11 +204,26 @@ def read_session(corpus: str | Path, session_id: str) -> SessionSpec:
         raise CorpusLayoutError(csv_path, f"participant id(s) listed twice: {dupes}")
     if len(entries) < 2:
         raise CorpusLayoutError(csv_path, f"a session needs at least two participants, found {len(entries)}")
+    _check_distinct_views(entries, csv_path)
     turn_files = [session_dir / n for n in TURN_FILES if (session_dir / n).is_file()]
     if len(turn_files) != 1:
         found = [p.name for p in turn_files]
         raise CorpusLayoutError(session_dir, f"expected exactly one of {list(TURN_FILES)}, found {found or 'none'}")
+    _check_inside_corpus(turn_files[0], corpus, turn_files[0].name, turn_files[0])
     return SessionSpec(session_id, session_dir, tuple(entries), turn_files[0])
+
+
+def _check_distinct_views(entries: list[ParticipantEntry], csv_path: Path) -> None:
+    """Two participants on the same video need different tiles: the same picture for listener and
+    speaker would make the speaker's head the listener's target."""
+    seen: dict[tuple, str] = {}
+    for e in entries:
+        view = (str(e.video.resolve()), e.crop)
+        if view in seen:
+            tile = f"the same tile {e.crop}" if e.crop else "no crop"
+            raise CorpusLayoutError(csv_path, f"participants {seen[view]} and {e.participant_id} use the same video "
+                                    f"with {tile}: give each participant their own video or tile (crop_x..crop_h)")
+        seen[view] = e.participant_id
 
 
 def read_session_cached(corpus: str | Path, session_id: str) -> SessionSpec:
@@ -164,15 +247,21 @@ def _read_session_once(corpus: str, session_id: str, *stamp: int) -> SessionSpec
 
 
 class FileHashCache:
-    """sha256 of input files, cached by (path, size, mtime_ns) in a JSON file.
+    """sha256 of input files, cached by (path, size, mtime, ctime, inode) in a JSON file.
 
     Output paths encode input content hashes (so changed media produce new outputs); re-hashing hours
     of video on every `luigi` invocation would cost minutes, so unchanged files reuse their stored hash.
+    The change time and inode are part of the stamp because a user cannot set them: content replaced
+    with the same size and modification time (`cp -p`, `rsync -t`) is hashed again. `rehash=True`
+    (`--rehash`) trusts no stamp and hashes every file once in this process, for file systems
+    whose time stamps cannot be trusted.
     """
 
-    def __init__(self, cache_path: str | Path):
+    def __init__(self, cache_path: str | Path, *, rehash: bool = False):
         self.cache_path = Path(cache_path)
+        self.rehash = rehash
         self._lock = threading.Lock()
+        self._hashed_here: set[str] = set()
         try:
             self._entries: dict[str, list] = json.loads(self.cache_path.read_text())
         except (OSError, ValueError):
@@ -183,14 +272,16 @@ class FileHashCache:
         path = Path(path).resolve()
         st = os.stat(path)
         key = str(path)
-        stamp = [st.st_size, st.st_mtime_ns]
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         with self._lock:
             hit = self._entries.get(key)
-            if hit and hit[:2] == stamp:
-                return hit[2]
+            trusted = not self.rehash or key in self._hashed_here
+            if hit and trusted and hit[:-1] == stamp:
+                return hit[-1]
         digest = sha256_file(path)
         with self._lock:
             self._entries[key] = [*stamp, digest]
+            self._hashed_here.add(key)
             self._dirty = True
         return digest
 

@@ -27,8 +27,22 @@ def write_rejected(path: str | Path, rows: list[Rejection]) -> None:
     writer = csv.DictWriter(buf, fieldnames=REJECTED_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in sorted(rows, key=lambda r: (r.session_id, r.participant_id, r.stage)):
-        writer.writerow(row.to_dict())
+        writer.writerow({k: spreadsheet_safe(v) for k, v in row.to_dict().items()})
     write_text_atomic(path, buf.getvalue())
+
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+MAX_CELL_CHARS = 1000
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A CSV cell a spreadsheet shows as text: cells that would start a formula get a leading
+    apostrophe (the OWASP CSV-injection rule), and input-derived text is cut to `MAX_CELL_CHARS`."""
+    if not isinstance(value, str):
+        return value
+    if len(value) > MAX_CELL_CHARS:
+        value = value[:MAX_CELL_CHARS] + "..."
+    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
 
 
 def _versions() -> str:

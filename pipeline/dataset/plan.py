@@ -65,10 +65,10 @@ class BuildPlan:
         return stable_hash([self.fingerprint, cfg.stage_version("dataset"), redraw, strict, ssl], 12)
 
 
-def plan_build(corpus: str | Path, out: str | Path, cfg: BuildConfig) -> BuildPlan:
-    """Read the corpus layout and hash its inputs (cached) into per-session plans."""
+def plan_build(corpus: str | Path, out: str | Path, cfg: BuildConfig, *, rehash: bool = False) -> BuildPlan:
+    """Read the corpus layout and hash its inputs (cached; `rehash` trusts no cached hash) into per-session plans."""
     plan = BuildPlan()
-    hashes = FileHashCache(Path(out) / "work" / "file_hashes.json")
+    hashes = FileHashCache(Path(out) / "work" / "file_hashes.json", rehash=rehash)
     for session_id in discover_sessions(corpus):
         try:
             spec = read_session_cached(corpus, session_id)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.common.errors import InputError
+from pipeline.common.errors import InputError, MediaError
 from pipeline.common.fsutil import atomic_path, write_json_atomic
 from pipeline.common.logs import progress, quiet_native_logs, quiet_third_party
 from pipeline.common.runtime import limit_threads
@@ -88,6 +88,7 @@ def run_audio_job(job: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         fbank = fbank_for_file(job["audio"], offset_s=job["offset_s"], n_bins=job["config"]["fbank_bins"])
+        require_finite(fbank, job["audio"], "FBank", frames_per_s=100.0)
     except InputError as exc:
         record = rejected_record(job, "audio", exc)
     else:
@@ -125,27 +126,16 @@ def run_ssl_job(job: dict[str, Any]) -> dict[str, Any]:
     loaded = _SSL_MODELS[cache_key]
     try:
         wave = decode_audio(job["audio"], offset_s=job["offset_s"])
-    except InputError as exc:
-        record = rejected_record(job, "ssl", exc)
-    else:
         options = {"mode": cfg["mode"], "window_s": cfg["window_s"], "context_s": cfg["context_s"],
                    "layers": list(cfg["layers"]) or None, "dtype": cfg["dtype"],
                    "autocast": cfg.get("autocast") or None}
         n_states = len(cfg["layers"]) or loaded.num_hidden_states
         shape = (ssl_num_frames(len(wave)), n_states, loaded.hidden_size)
-        # Stream blocks into the .npy with plain writes: an hour is ~3.6 GB of fp16 features, which
-        # must never sit in RAM (a writable memmap would keep its dirty pages resident).
-        dtype = np.dtype(storage_dtype(cfg["dtype"]))
-        with atomic_path(job["out_table"]) as tmp, open(tmp, "wb") as f:
-            np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype),
-                                                     "fortran_order": False, "shape": shape})
-            written = 0
-            blocks = iter_ssl(loaded, wave, chunk_s=cfg["chunk_s"], **options)
-            for block in _frames_progress(blocks, shape[0], f"  SSL {job['session_id']}/{job['participant_id']}"):
-                f.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
-                written += len(block)
-            if written != shape[0]:
-                raise RuntimeError(f"{job['audio']}: SSL produced {written} frames, expected {shape[0]}")
+        blocks = iter_ssl(loaded, wave, chunk_s=cfg["chunk_s"], **options)
+        _write_npy_blocks(job, blocks, shape, np.dtype(storage_dtype(cfg["dtype"])))
+    except InputError as exc:
+        record = rejected_record(job, "ssl", exc)
+    else:
         check = chunking_check(loaded, wave, cfg["chunk_s"], options) if job.get("self_check") else None
         record = {"status": "ok", "stage": "ssl", "session_id": job["session_id"],
                   "participant_id": job["participant_id"], "table": Path(job["out_table"]).name,
@@ -154,6 +144,36 @@ def run_ssl_job(job: dict[str, Any]) -> dict[str, Any]:
                   "seconds": round(time.perf_counter() - started, 3), "worker_pid": os.getpid()}
     write_json_atomic(job["out_record"], record)
     return record
+
+
+def require_finite(values: np.ndarray, path: str | Path, what: str, *, frames_per_s: float,
+                   first_frame: int = 0) -> None:
+    """Features are checked before they are stored: a NaN/inf would poison every batch it lands in.
+    bfloat16 features stored as uint16 bit patterns count as non-finite when their exponent is all ones."""
+    arr = np.asarray(values)
+    bad = (arr & 0x7F80) == 0x7F80 if arr.dtype == np.uint16 else ~np.isfinite(arr)  # uint16: bfloat16 bits
+    if bad.any():
+        rows = bad.reshape(len(arr), -1).any(axis=1)
+        t = (first_frame + int(np.argmax(rows))) / frames_per_s
+        raise MediaError(path, f"{what} features are not finite from {t:.2f} s ({int(rows.sum())} frames): the "
+                               "recording (or the model's precision) produced NaN/inf; not stored", f"t={t:.2f} s")
+
+
+def _write_npy_blocks(job: dict[str, Any], blocks: Iterable[np.ndarray], shape: tuple[int, ...],
+                      dtype: np.dtype) -> None:
+    """Stream blocks into the .npy with plain writes: an hour is ~3.6 GB of fp16 features, which must never
+    sit in RAM (a writable memmap would keep its dirty pages resident). Each block is checked first."""
+    with atomic_path(job["out_table"]) as tmp, open(tmp, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                 "fortran_order": False, "shape": shape})
+        written = 0
+        for block in _frames_progress(blocks, shape[0], f"  SSL {job['session_id']}/{job['participant_id']}"):
+            block = np.ascontiguousarray(block, dtype=dtype)
+            require_finite(block, job["audio"], "SSL", frames_per_s=SSL_FPS, first_frame=written)
+            f.write(block.tobytes())
+            written += len(block)
+        if written != shape[0]:
+            raise RuntimeError(f"{job['audio']}: SSL produced {written} frames, expected {shape[0]}")
 
 
 def _in_dask_worker() -> bool:

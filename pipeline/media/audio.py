@@ -32,6 +32,24 @@ def decode_command(path: Path, sample_rate: int) -> list[str]:
             "-ac", "1", "-ar", str(sample_rate), "pipe:1"]
 
 
+# Float audio is nominally within [-1, 1]; louder files exist (a few dB over full scale after
+# processing), but |x| > 64 (+36 dBFS) is a broken file whose FBank would overflow to inf / NaN.
+MAX_ABS_AMPLITUDE = 64.0
+
+
+def check_samples(wave: np.ndarray, path: str | Path, sample_rate: int) -> None:
+    """Refuse audio with non-finite or implausibly large samples, naming the time of the first one."""
+    bad = ~np.isfinite(wave)
+    what = "a NaN/inf sample"
+    if not bad.any():
+        bad = np.abs(wave) > MAX_ABS_AMPLITUDE
+        what = f"a sample beyond +-{MAX_ABS_AMPLITUDE:g} (float audio is expected within [-1, 1])"
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise MediaError(path, f"{what}: {wave[first]!r} at {first / sample_rate:.3f} s "
+                               f"({int(bad.sum())} such samples)", f"t={first / sample_rate:.3f} s")
+
+
 def decode_audio(path: str | Path, *, sample_rate: int = SAMPLE_RATE, offset_s: float = 0.0) -> np.ndarray:
     """Decode any ffmpeg-readable audio to mono float32 at `sample_rate`.
 
@@ -49,8 +67,7 @@ def decode_audio(path: str | Path, *, sample_rate: int = SAMPLE_RATE, offset_s: 
     wave = np.frombuffer(done.stdout, dtype=np.float32).copy()
     if wave.size == 0:
         raise MediaError(path, "decoded to zero audio samples (empty or truncated file)")
-    if not np.all(np.isfinite(wave)):
-        raise MediaError(path, "decoded audio contains NaN/inf samples")
+    check_samples(wave, path, sample_rate)
     shift = int(round(offset_s * sample_rate))
     if shift > 0:
         wave = np.concatenate([np.zeros(shift, np.float32), wave])
