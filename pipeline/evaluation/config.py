@@ -26,8 +26,8 @@ class EvalConfig:
                            choices=("per_window", "pooled"))
     var_mode: str = setting("pooled", "Var: variance of all evaluated frames pooled, or mean of per-window "
                                       "variances", choices=("pooled", "per_window"))
-    angle_centering: str = setting("raw", "angles as measured, or each sequence's mean removed (L2, FID, Var, "
-                                          "SI, P-FID)", choices=("raw", "per_sequence"))
+    angle_centering: str = setting("per_sequence", "each sample's mean angle removed, or angles as measured "
+                                                   "(L2, FID, Var, SI, P-FID)", choices=("per_sequence", "raw"))
     si_clusters: int = setting(8, "SI: k-means clusters")
     si_mode: str = setting("pooled", "SI: one histogram of all windows (the reference) or mean over windows",
                            choices=("pooled", "per_window"))
