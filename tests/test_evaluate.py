@@ -73,7 +73,8 @@ def test_report_files_render(baseline_report):
     assert list(table.index) == ["Ground Truth", "Random", "Mirror", "Delay Mirror"]
     assert list(table.columns) == [c for c, _ in COLUMNS]
     # the markdown table parses: same header and one row per method, best values in bold
-    lines = [ln for ln in (out / "report.md").read_text().splitlines() if ln.startswith("|")]
+    text = (out / "report.md").read_text()
+    lines = text[text.index("| Method"):].split("\n\n")[0].splitlines()  # the first table: Table I
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header[0] == "Method" and len(header) == len(COLUMNS) + 1
     rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]

@@ -3,7 +3,7 @@ task can declare its parameters from them without importing scipy / scikit-learn
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from pipeline.common.settings import setting
 from schemas.conventions import CONTEXT_FRAMES
@@ -15,10 +15,12 @@ class EvalConfig:
                          choices=("test", "valid", "train"))
     n_samples: int = setting(400, "test samples (the paper: 400 of 10 s)")
     context_frames: int = CONTEXT_FRAMES  # 0.96 s of ground truth fed first
-    eval_frames: int = setting(125, "generated frames per sample (125 = 10 s)")
+    eval_frames: int = setting(125, "generated frames per sample (125 = 10 s; default: the preset's)",
+                               preset_override=True)
     window_stride: int = setting(0, "frames between the starts of windows in one listener stretch "
-                                    "(0 = context + eval frames: non-overlapping)")
-    long_window: int = setting(125, "L2 / Var window (frames)")
+                                    "(0 = context + eval frames: non-overlapping; default: the preset's)",
+                                 preset_override=True)
+    long_window: int = setting(125, "L2 / Var window (frames; default: the preset's)", preset_override=True)
     short_window: int = setting(25, "FID / P-FID / SI window (frames)")
     l2_convention: str = setting("mse", "L2 as mean squared error or Euclidean distance per frame",
                                  choices=("mse", "euclidean"))
@@ -67,3 +69,16 @@ class EvalConfig:
     def stride_frames(self) -> int:
         """Frames between window starts (non-overlapping when window_stride is 0)."""
         return self.window_stride or self.window_frames
+
+
+EVAL_PRESETS = {
+    "paper": EvalConfig(),
+    # The sample corpus (3 sessions of 2 min) has about 1 min of test listening in 6-11 s stretches:
+    # 5 s samples, a window every 8 frames (0.64 s, overlapping), give >= 30 samples there (README).
+    "tiny": EvalConfig(eval_frames=62, long_window=62, window_stride=8),
+}
+
+
+def eval_preset(name: str, **overrides) -> EvalConfig:
+    """The preset's EvalConfig (presets shared with TrainLHG's --preset; unknown ones = the paper's)."""
+    return replace(EVAL_PRESETS.get(name, EVAL_PRESETS["paper"]), **overrides)
