@@ -84,3 +84,13 @@ def test_windows_cross_segment_borders_on_the_built_dataset(built_dataset):
     _, more, info_more = select_windows(dataset, EvalConfig(window_stride=12))
     assert info_more["eligible"] > info["eligible"] and info_more["stride_frames"] == 12
     assert len({(m.stretch, m.offset) for m in more}) == len(more)
+
+
+def test_paper_protocol_runs_on_the_quick_corpus(built_dataset, tmp_path):
+    """137-frame windows and 125-frame Random clips exist only across segments (train segments are <= 11 s
+    too): both come from stretches."""
+    from pipeline.evaluation.evaluate import evaluate
+
+    results = evaluate(built_dataset / "dataset", {}, tmp_path, EvalConfig(video_samples=0, figure_samples=1))
+    assert results["samples"]["used"] == results["samples"]["eligible"] >= 1
+    assert results["table"]["Random"]["L2"] > 0

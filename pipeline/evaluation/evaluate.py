@@ -28,7 +28,7 @@ from pipeline.evaluation import baselines
 from pipeline.evaluation.config import EvalConfig
 from pipeline.evaluation.conventions import Evaluated, alternatives
 from pipeline.evaluation.generation import checkpoint_folder, generate_for_checkpoint
-from pipeline.evaluation.windows import Stretch, Window, eligible_windows, read_windows
+from pipeline.evaluation.windows import Stretch, Window, eligible_windows, read_windows, valid_runs
 from schemas.conventions import HEAD_FPS
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,8 @@ class TrainReferences:
     """What the train split fixes for an evaluation: the activity detectors (per signal), the speaker ->
     listener cross-correlation and the Delay Mirror lag chosen on it, and the Random baseline's clips."""
 
-    listener: list[np.ndarray]  # fully valid train listener clips, metric channels (raw units)
+    listener: list[np.ndarray]  # fully valid train listener segments, metric channels (raw units)
+    random_pool: list[np.ndarray]  # all-valid train listener runs (stretches) long enough for a window
     detectors: dict[str, Any]
     max_lag: int
     lags: np.ndarray
@@ -163,7 +164,11 @@ def train_references(dataset_dir: Path, cfg: EvalConfig, channel_idx: list[int],
     if not positive.any():
         raise InputError(str(dataset_dir), "speaker -> listener cross-correlation undefined on the train split")
     delay_lag = int(lags[positive][int(np.argmax(train_curve[positive]))])
-    return TrainReferences(train_lis, detectors, max_lag, lags, train_curve, delay_lag)
+    pool = [x[:, channel_idx].astype(np.float64) for x in valid_runs(_open(dataset_dir, "train"), cfg.eval_frames)]
+    if not pool:
+        raise InputError(str(dataset_dir), f"no train listener stretch has {cfg.eval_frames} valid frames in a row "
+                         "(the Random baseline draws clips of that length)")
+    return TrainReferences(train_lis, pool, detectors, max_lag, lags, train_curve, delay_lag)
 
 
 def metric_tables(ev: Evaluated, detectors: dict[str, Any], cfg: EvalConfig,
@@ -204,8 +209,7 @@ def _metric_channels(head_columns: list[str], cfg: EvalConfig, where: str) -> li
 
 def _baselines(ref: TrainReferences, listener_n: int, speaker_full: np.ndarray, cfg: EvalConfig) -> dict:
     c, e = cfg.context_frames, cfg.eval_frames
-    pool = [x for x in ref.listener if len(x) >= e]
-    return {"Random": baselines.random_clips(pool, listener_n, e, seed=cfg.seed),
+    return {"Random": baselines.random_clips(ref.random_pool, listener_n, e, seed=cfg.seed),
             "Mirror": baselines.mirror(speaker_full[:, c:c + e]),
             "Delay Mirror": np.stack([baselines.delay_mirror(s, c, e, ref.delay_lag) for s in speaker_full])}
 
@@ -284,6 +288,7 @@ def _most_moving(vertical: np.ndarray, n: int) -> list[int]:
 
 def _ssl_modes(manifest: dict) -> dict[str, dict]:
     """Every SSL feature set of the dataset: model and extraction mode (causal variants differ)."""
-    return {name: {"model_id": entry["spec"].get("model_id"), "mode": entry["spec"].get("mode"),
+    return {name: {"model_id": entry["spec"].get("model_id") or entry["spec"].get("model"),
+                   "mode": entry["spec"].get("mode"),
                    "layers": entry["spec"].get("layers")}
             for name, entry in sorted(manifest.get("ssl", {}).items())}

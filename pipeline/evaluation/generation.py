@@ -177,9 +177,10 @@ def generate_for_checkpoint(folder: Path, dataset_dir: Path, cfg: EvalConfig, st
         bar.update(len(speaker))
     bar.close()
     seconds = time.perf_counter() - started
+    ssl = features.get("ssl") or {}
     info = {"checkpoint": str(folder.resolve()), "arch": model.cfg.arch, "speech": model.cfg.speech,
-            "ssl_set": source.ssl_set, "ssl_mode": (features.get("ssl") or {}).get("mode"),
-            "ssl_model": (features.get("ssl") or {}).get("model_id"), "epoch": extra.get("epoch"),
+            "ssl_set": source.ssl_set, "ssl_mode": ssl.get("mode"), "ssl_model": ssl.get("model_id") or ssl.get("model"),
+            "epoch": extra.get("epoch"),
             "valid_loss": extra.get("valid_loss"), "generation_s": round(seconds, 3),
             "throughput_rtf": seconds / (len(windows) * cfg.eval_frames / HEAD_FPS), **rtf}
     if model.cfg.speech == "ssl_wa":

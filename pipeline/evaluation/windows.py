@@ -164,3 +164,20 @@ def read_windows(data, stretches: list[Stretch], windows: list[Window], keys: tu
         for k in keys:
             out[k].append(arrays[k][w.offset:w.offset + w.length])
     return {k: np.stack(v) for k, v in out.items()}
+
+
+def valid_runs(data, min_frames: int, key: str = "listener_head") -> list[np.ndarray]:
+    """`key` arrays of every maximal run of >= `min_frames` frames, listener and speaker valid, in the
+    split's stretches: the Random baseline draws its clips from these, so it can answer windows
+    longer than any one segment."""
+    runs = []
+    for stretch in listener_stretches(data.segments):
+        if stretch.n_frames < min_frames:
+            continue
+        arrays = stretch_arrays(data, stretch)
+        valid = np.concatenate([[False], arrays["listener_valid"] & arrays["speaker_valid"], [False]])
+        edges = np.flatnonzero(np.diff(valid.astype(np.int8)))
+        for a, b in zip(edges[::2], edges[1::2], strict=True):
+            if b - a >= min_frames:
+                runs.append(arrays[key][a:b])
+    return runs
