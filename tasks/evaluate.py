@@ -125,4 +125,4 @@ class EvaluateLHG(EvalSettings, TrainSettings, DatasetSettings, luigi.Task):
 
         key = self.input_key()
         evaluate(Path(self.out) / "dataset", self.methods(), self.report_dir(), self.eval_config(),
-                 extra_info={"input_key": key}, corpus=self._build().corpus_dir())
+                 extra_info={"input_key": key}, corpus=self._build().corpus_dir)
