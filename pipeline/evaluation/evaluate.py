@@ -214,6 +214,21 @@ def _baselines(ref: TrainReferences, listener_n: int, speaker_full: np.ndarray, 
             "Delay Mirror": np.stack([baselines.delay_mirror(s, c, e, ref.delay_lag) for s in speaker_full])}
 
 
+def _generate_models(checkpoints: dict[str, str | Path], dataset_dir: Path, cfg: EvalConfig,
+                     stretches: list[Stretch], windows: list[Window], head_columns: list[str]) -> tuple[dict, dict]:
+    """Every checkpoint's windows -> ({name: listener [N, C+E, D] raw units, all head columns}, {name: info})."""
+    full: dict[str, np.ndarray] = {}
+    models_info: dict[str, dict] = {}
+    for name, path in checkpoints.items():
+        if name in BASELINES or name == "Ground Truth":
+            raise ValueError(f"method name {name!r} is reserved; name the checkpoint differently")
+        folder = checkpoint_folder(path)
+        log.info("%s: generating %d samples from %s", name, len(windows), folder)
+        full[name], models_info[name] = generate_for_checkpoint(folder, dataset_dir, cfg, stretches, windows,
+                                                                head_columns)
+    return full, models_info
+
+
 def evaluate(dataset_dir: str | Path, checkpoints: dict[str, str | Path], out_dir: str | Path,
              cfg: EvalConfig = EvalConfig(), *, extra_info: dict | None = None,
              corpus: str | Path | None = None) -> dict:
@@ -235,16 +250,8 @@ def evaluate(dataset_dir: str | Path, checkpoints: dict[str, str | Path], out_di
                                                ("listener_head", "speaker_head")).values()
     ref = train_references(dataset_dir, cfg, channel_idx, channels)
     outputs = _baselines(ref, len(windows), speaker_full[..., channel_idx].astype(np.float64), cfg)
-    full: dict[str, np.ndarray] = {}  # every head column of generated windows (videos)
-    models_info = {}
-    for name, path in checkpoints.items():
-        if name in outputs or name == "Ground Truth":
-            raise ValueError(f"method name {name!r} is reserved; name the checkpoint differently")
-        folder = checkpoint_folder(path)
-        log.info("%s: generating %d samples from %s", name, len(windows), folder)
-        full[name], models_info[name] = generate_for_checkpoint(folder, dataset_dir, cfg, stretches, windows,
-                                                                head_columns)
-        outputs[name] = full[name][:, c:c + e][..., channel_idx]
+    full, models_info = _generate_models(checkpoints, dataset_dir, cfg, stretches, windows, head_columns)
+    outputs.update({name: arr[:, c:c + e][..., channel_idx] for name, arr in full.items()})
 
     ev = Evaluated(channels, listener_full[:, c:c + e][..., channel_idx].astype(np.float64),
                    speaker_full[:, c:c + e][..., channel_idx].astype(np.float64), outputs)

@@ -134,7 +134,7 @@ def measure_rtf(model, inputs: tuple, cfg: EvalConfig, device, speech_kind: str)
     generated_s = cfg.eval_frames / HEAD_FPS
     model_s = float(np.median(times))
     out = {"rtf_batch1": model_s / generated_s, "rtf_samples": n, "rtf_device": str(device),
-           "rtf_includes": "context steps + generation, batch 1, median over samples"}
+           "rtf_includes": "the context steps included, median over samples"}
     if speech_kind == "fbank":
         fb = _fbank_seconds(cfg.window_frames, n)
         out["rtf_batch1_with_features"] = (model_s + fb) / generated_s
