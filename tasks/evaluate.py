@@ -76,7 +76,9 @@ class EvaluateLHG(EvalSettings, TrainSettings, DatasetSettings, luigi.Task):
         return [self._build()] + ([] if self.checkpoints else [self._train()])
 
     def eval_config(self) -> EvalConfig:
-        return EvalConfig(**field_values(EvalConfig, option_values(self, EvalConfig)))
+        from pipeline.evaluation.config import eval_preset
+
+        return eval_preset(self.preset, **field_values(EvalConfig, option_values(self, EvalConfig)))
 
     def methods(self) -> dict[str, str]:
         if self.checkpoints:
@@ -123,4 +125,4 @@ class EvaluateLHG(EvalSettings, TrainSettings, DatasetSettings, luigi.Task):
 
         key = self.input_key()
         evaluate(Path(self.out) / "dataset", self.methods(), self.report_dir(), self.eval_config(),
-                 extra_info={"input_key": key})
+                 extra_info={"input_key": key}, corpus=self._build().corpus_dir)

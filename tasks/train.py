@@ -62,6 +62,8 @@ class TrainLHG(TrainSettings, DatasetSettings, luigi.Task):
         build = Path(self.requires().output().path).stem  # changes whenever the dataset does
         key = [build, self.preset, self.arch, self.speech, self.ssl_models, self.ssl_causal, self.epochs,
                self.seed]
+        if self.layer_weight_lr:  # only when set, so existing run folders keep their names
+            key.append(self.layer_weight_lr)
         return Path(self.out) / "models" / f"{self.preset}-{self.arch}-{self.speech}-{stable_hash(key, 10)}"
 
     def output(self):

@@ -44,6 +44,21 @@ def test_best_per_column_rules():
     assert "SI" not in best  # nobody but GT has it
 
 
+def test_report_names_ssl_modes_and_caveats_layer_weights():
+    from pipeline.evaluation.report import model_lines
+
+    info = {"checkpoint": "/m/best", "arch": "lstm_transformer", "speech": "ssl_wa", "ssl_set": "hubert-abc-strict",
+            "ssl_model": "rinna/japanese-hubert-base", "ssl_mode": "strict", "epoch": 3,
+            "layer_weights": [0.3, 0.3, 0.4], "layer_weight_lr": 5e-6, "layer_logit_travel_bound": 0.28,
+            "layer_weight_reachable": [0.045, 0.13]}
+    results = {"models": {"HuBERT w/WA": info}, "dataset": {"ssl_sets": {
+        "hubert-abc-strict": {"model_id": "rinna/japanese-hubert-base", "mode": "strict"},
+        "hubert-abc-none": {"model_id": "rinna/japanese-hubert-base", "mode": "none"}}}}
+    text = "\n".join(model_lines(results))
+    assert "SSL mode strict" in text and "`hubert-abc-none` = rinna/japanese-hubert-base, mode none" in text
+    assert "0.300, 0.300, 0.400" in text and "[0.045, 0.130]" in text
+
+
 @pytest.fixture(scope="module")
 def baseline_report(built_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
@@ -58,7 +73,8 @@ def test_report_files_render(baseline_report):
     assert list(table.index) == ["Ground Truth", "Random", "Mirror", "Delay Mirror"]
     assert list(table.columns) == [c for c, _ in COLUMNS]
     # the markdown table parses: same header and one row per method, best values in bold
-    lines = [ln for ln in (out / "report.md").read_text().splitlines() if ln.startswith("|")]
+    text = (out / "report.md").read_text()
+    lines = text[text.index("| Method"):].split("\n\n")[0].splitlines()  # the first table: Table I
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header[0] == "Method" and len(header) == len(COLUMNS) + 1
     rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
@@ -72,6 +88,21 @@ def test_report_files_render(baseline_report):
     saved = json.loads((out / "results.json").read_text())
     assert saved["table"] == results["table"] and saved["config"]["eval_frames"] == 62
     assert len(saved["cross_correlation"]["lags_frames"]) == len(saved["cross_correlation"]["Ground Truth"])
+
+
+def test_report_states_windows_conventions_and_videos(baseline_report):
+    out, results = baseline_report
+    samples = results["samples"]
+    assert samples["used"] == len(samples["window_ids"]) and samples["eligible"] >= samples["used"] >= 1
+    text = (out / "report.md").read_text()
+    assert f"{samples['used']} test samples (of {samples['eligible']} eligible windows)" in text
+    assert "Var pooled" in text and "Every convention" in text and "Table I arithmetic" in text
+    assert set(results["conventions"]["rows"]) == {"Ground Truth", "Random", "Mirror", "Delay Mirror"}
+    assert len(results["videos"]) == 2
+    for video in results["videos"]:
+        assert (out / video["file"]).stat().st_size > 10_000
+        assert video["panels"][2:] == ["Random", "Mirror", "Delay Mirror"]
+        assert video["audio"].startswith("speaker"), video["audio"]  # the corpus is in the build record
 
 
 def test_baselines_behave(baseline_report, built_dataset):
@@ -88,8 +119,8 @@ def test_baselines_behave(baseline_report, built_dataset):
 
 def test_evaluation_is_deterministic(baseline_report, built_dataset, tmp_path):
     _, first = baseline_report
-    again = evaluate(built_dataset / "dataset", {}, tmp_path, EvalConfig(**SHORT, n_samples=50))
-    assert again["table"] == first["table"]
+    again = evaluate(built_dataset / "dataset", {}, tmp_path, EvalConfig(**SHORT, n_samples=50, video_samples=0))
+    assert again["table"] == first["table"] and again["conventions"] == first["conventions"]
 
 
 def test_evaluate_rejects_too_short_window(built_dataset, tmp_path):
@@ -100,13 +131,18 @@ def test_evaluate_rejects_too_short_window(built_dataset, tmp_path):
 def test_evaluate_task_trains_evaluates_and_reruns_nothing(built_dataset, sample_corpus, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(built_dataset, out)
-    params = dict(corpus=str(sample_corpus), out=str(out), preset="tiny", epochs=2, n_samples=20, **SHORT)
+    params = dict(corpus=str(sample_corpus), out=str(out), preset="tiny", epochs=2, n_samples=20, video_samples=1,
+                  **SHORT)
     result = run_luigi(EvaluateLHG(**params))
     assert result.status.name == "SUCCESS", result.summary_text
     assert sorted(families_run(result)) == ["EvaluateLHG", "TrainLHG"], result.summary_text
     report = json.loads((out / "eval" / "report" / "results.json").read_text())
     assert report["methods"] == ["Ground Truth", "Random", "Mirror", "Delay Mirror", "FBank"]
-    assert report["models"]["FBank"]["arch"] == "lstm_transformer"
+    model = report["models"]["FBank"]
+    assert model["arch"] == "lstm_transformer"
+    # batch-1 real-time factor, alone and with the FBank extraction added (a sum of two positive times)
+    assert model["rtf_batch1"] > 0 and model["rtf_batch1_with_features"] > model["rtf_batch1"]
+    assert "RTF (batch 1" in (out / "eval" / "report" / "report.md").read_text()
     assert families_run(run_luigi(EvaluateLHG(**params))) == []
     # a changed setting makes the report stale: it is redone (the model is not retrained)
     changed = run_luigi(EvaluateLHG(**{**params, "si_clusters": 4}))

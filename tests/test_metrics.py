@@ -12,6 +12,7 @@ from pipeline.evaluation.metrics import (
     ActivityDetector,
     activity_scores,
     calibrate_activity,
+    center_sequences,
     cross_correlation,
     detect_activity,
     fd,
@@ -103,6 +104,59 @@ def test_variation_sine_and_constant():
     x = np.stack([sine, sine, sine], axis=-1)[None]
     assert variation(x) == pytest.approx(a**2 / 2, rel=1e-12)
     assert variation(np.full((2, 125, 3), 7.0)) == 0.0
+
+
+def test_variation_pooled_counts_offsets_between_windows_per_window_does_not():
+    t = np.arange(125)
+    sine = 2.0 * np.sin(2 * np.pi * t / 25)  # variance 2 inside every window
+    x = np.stack([sine + 0.0, sine + 6.0], axis=0)[:, :, None]  # two people 6 degrees apart
+    assert variation(x, mode="per_window") == pytest.approx(2.0, rel=1e-12)
+    assert variation(x, mode="pooled") == pytest.approx(2.0 + 9.0, rel=1e-12)  # + (6/2)^2 between windows
+    centred = center_sequences(x)
+    np.testing.assert_allclose(centred.mean(axis=1), 0.0, atol=1e-12)
+    assert variation(centred, mode="pooled") == pytest.approx(2.0, rel=1e-12)
+    np.testing.assert_array_equal(center_sequences(x, mode="raw"), x)
+    with pytest.raises(ValueError, match="Var mode"):
+        variation(x, mode="mean")
+
+
+def test_table_one_arithmetic_needs_pooled_var_or_centring():
+    """Independent draws from people with their own mean angle: MSE L2 = pooled Var(gen) + pooled Var(GT)
+    (the between-person spread is in both), while per-window Var on raw angles misses the offsets; with
+    centred angles per-window and pooled agree and L2 = their sum again."""
+    rng = np.random.default_rng(3)
+    n = 400
+    gen = rng.normal(0.0, 2.0, (n, 125, 3)) + rng.normal(0.0, 3.0, (n, 1, 3))  # person offsets: SD 3
+    gt = rng.normal(0.0, 2.0, (n, 125, 3)) + rng.normal(0.0, 3.0, (n, 1, 3))
+    assert l2_error(gen, gt) == pytest.approx(variation(gen, mode="pooled") + variation(gt, mode="pooled"),
+                                              rel=0.03)
+    per_window_sum = variation(gen, mode="per_window") + variation(gt, mode="per_window")
+    assert l2_error(gen, gt) > 1.5 * per_window_sum  # 4 + 9 + 4 + 9 vs 4 + 4
+    g, r = center_sequences(gen), center_sequences(gt)
+    assert l2_error(g, r) == pytest.approx(variation(g, mode="per_window") + variation(r, mode="per_window"),
+                                           rel=0.03)
+
+
+def test_convention_table_reports_every_variant():
+    from pipeline.evaluation.config import EvalConfig
+    from pipeline.evaluation.conventions import Evaluated, alternatives
+
+    rng = np.random.default_rng(4)
+    n, e = 40, 50
+    gt = np.cumsum(rng.normal(0, 1.0, (n, e, 4)), axis=1) + rng.normal(0, 3.0, (n, 1, 4))
+    rnd = np.cumsum(rng.normal(0, 1.0, (n, e, 4)), axis=1) + rng.normal(0, 3.0, (n, 1, 4))
+    ev = Evaluated(["pitch", "yaw", "roll", "y"], gt, gt.copy(), {"Random": rnd, "Copy": gt.copy()})
+    detectors = {ch: calibrate_activity([x[:, i] for x in gt], k_high=3.0, k_low=1.5)
+                 for i, ch in ((0, "pitch"), (3, "y"))}
+    alt = alternatives(ev, detectors, EvalConfig(eval_frames=e, long_window=e, short_window=25))
+    row = alt["rows"]["Random"]
+    for col in ("Var pooled, raw", "Var per-window, centred", "SI pooled, raw", "SI per-window, centred",
+                "L2 raw", "L2 centred", "F1 (pitch)", "F1 (y)", "Act (y)"):
+        assert col in row, col
+    assert alt["rows"]["Copy"]["L2 raw"] == 0.0 and alt["rows"]["Copy"]["F1 (y)"] == 1.0
+    ratios = alt["arithmetic"]["Random"]
+    assert ratios["Var pooled, raw"] == pytest.approx(1.0, abs=0.3)  # independent draws
+    assert ratios["Var per-window, raw"] > ratios["Var pooled, raw"]  # offsets missing from the denominator
 
 
 # ------------------------------------------------------------------ Fréchet distance

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pandas as pd
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -78,3 +79,44 @@ def test_listener_noise_only_perturbs_training_input(built_dataset):
     torch.manual_seed(1)
     b = float(batch_loss(model, batch, noisy, "cpu"))
     assert a != b
+
+
+def test_layer_weight_logits_get_their_own_learning_rate():
+    """Adam's first step moves every parameter by about its learning rate (|m̂ / sqrt(v̂)| = 1), so with
+    lr 1e-6 and layer_weight_lr 0.1 the logits move ~0.1 and nothing else more than ~1e-6."""
+    from pipeline.model.network import ModelConfig, masked_huber_loss, target_frames
+    from pipeline.model.train import TrainConfig, parameter_groups
+
+    torch.manual_seed(0)
+    model = LHGModel(ModelConfig(arch="lstm_transformer", n_blocks=1, width=16, n_heads=2, speech="ssl_wa",
+                                 ssl_layers=4, ssl_dim=8, dropout=0.0))
+    cfg = TrainConfig(speech="ssl_wa", lr=1e-6, layer_weight_lr=0.1)
+    groups = parameter_groups(model, cfg)
+    assert len(groups) == 2 and groups[1]["lr"] == 0.1
+    assert len(parameter_groups(model, TrainConfig(speech="ssl_wa"))) == 1  # 0 = the paper's single lr
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.0)
+    speech = torch.randn(2, 20, 4, 4, 8)
+    speech[..., 0, :] *= 5.0  # layers differ, so the logits get a gradient
+    listener = torch.randn(2, 20, 18)
+    targets, mask = target_frames(listener)
+    masked_huber_loss(model(speech, torch.randn(2, 20, 18), listener), targets, mask, context_frames=2).backward()
+    opt.step()
+    moved = {n: float((p.detach() - before[n]).abs().max()) for n, p in model.named_parameters()}
+    assert moved["speech_encoder.layer_logits"] > 0.05
+    # float32 parameters of magnitude <= 2 resolve differences to 2.4e-7
+    assert max(v for n, v in moved.items() if n != "speech_encoder.layer_logits") <= 1e-6 + 2.4e-7
+
+
+def test_layer_weight_travel_bound_matches_the_paper_scale():
+    """At the paper's lr 5e-6, ~113k steps (100 epochs, cosine) no softmax weight of 13 layers can leave
+    roughly [0.045, 0.13]: the bound is the summed learning rate (Adam moves <= ~lr per step)."""
+    from pipeline.evaluation.generation import layer_logit_travel, weight_range
+
+    extra = {"train": {"lr": 5e-6, "layer_weight_lr": 0.0, "epochs": 100}, "steps_per_epoch": 1130, "epoch": 99}
+    bound = layer_logit_travel(extra)
+    assert bound == pytest.approx(5e-6 * 1130 * 50.5, rel=0.01)  # mean of the cosine schedule: 1/2
+    low, high = weight_range(bound, 13)
+    assert low == pytest.approx(0.045, abs=0.003) and high == pytest.approx(0.13, abs=0.005)
+    assert weight_range(0.0, 13) == pytest.approx((1 / 13, 1 / 13))
+    assert layer_logit_travel({"train": {}, "epoch": 3}) is None  # older checkpoints: no step count

@@ -1,13 +1,14 @@
 """Evaluate listener-head generators the way the paper's Table I does (paper III-D and V).
 
-For every test sample (a segment's first `context_frames + eval_frames` frames, all valid) each
-trained checkpoint generates the listener's head autoregressively after the ground-truth context,
-and three baselines answer too: Random (a random training clip), Mirror (the speaker's own motion)
-and Delay Mirror (the speaker delayed by the lag that maximises the speaker -> listener angular
-velocity cross-correlation on the training split). All metrics use the head angles (pitch, yaw,
-roll, degrees) of the evaluated frames only; their conventions are in `pipeline.evaluation.metrics` and are
-settings here, recorded in results.json. Seeded: the same checkpoints, data and config give the
-same numbers.
+Every test sample is a window of `context_frames + eval_frames` frames, all valid, taken from a
+test listener stretch (`pipeline.evaluation.windows`: several per long stretch). Each trained
+checkpoint generates the listener's head autoregressively after the ground-truth context, and three
+baselines answer too: Random (a random training clip), Mirror (the speaker's own motion) and Delay
+Mirror (the speaker delayed by the lag that maximises the speaker -> listener angular velocity
+cross-correlation on the training split). Metrics use the evaluated frames only; their conventions
+are settings (EvalConfig), recorded in results.json, and every alternative convention is reported
+beside them (`pipeline.evaluation.conventions`). Seeded: the same checkpoints, data and config give
+the same numbers (the measured run times aside).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,15 +24,20 @@ import numpy as np
 
 import pipeline.evaluation.metrics as metrics
 from pipeline.common.errors import InputError
-from pipeline.dataset.normalization import Normalization
 from pipeline.evaluation import baselines
 from pipeline.evaluation.config import EvalConfig
+from pipeline.evaluation.conventions import Evaluated, alternatives
+from pipeline.evaluation.generation import checkpoint_folder, generate_for_checkpoint
+from pipeline.evaluation.windows import Stretch, Window, eligible_windows, read_windows, valid_runs
 from schemas.conventions import HEAD_FPS
 
 log = logging.getLogger(__name__)
 
 BASELINES = ("Random", "Mirror", "Delay Mirror")
 ANGLES = ("pitch", "yaw", "roll")
+ACTIVITY_CHANNELS = ("pitch", "y")
+
+__all__ = ["EvalConfig", "checkpoint_folder", "evaluate", "select_windows"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -48,11 +53,11 @@ class HeadClips:
     speaker: list[np.ndarray]
 
 
-def _open(dataset_dir: Path, split: str, ssl: str | None = None, *, speech: bool = False):
-    """Raw (unnormalised) numpy view of a split; heads only unless the speech is needed."""
+def _open(dataset_dir: Path, split: str):
+    """Raw (unnormalised) heads-only numpy view of a split."""
     from pipeline.dataset.loader import LHGDataset
 
-    return LHGDataset(dataset_dir, split, normalize=False, as_torch=False, ssl=ssl, speech=speech)
+    return LHGDataset(dataset_dir, split, normalize=False, as_torch=False, speech=False)
 
 
 def valid_clips(dataset_dir: Path, split: str) -> HeadClips:
@@ -68,143 +73,47 @@ def valid_clips(dataset_dir: Path, split: str) -> HeadClips:
     return clips
 
 
-def select_samples(dataset_dir: Path, cfg: EvalConfig) -> tuple[list[int], dict]:
-    """Positions (in the split) of the evaluation samples: segments long enough for context + eval frames
-    whose first frames are all valid; a seeded draw of `n_samples` when there are more."""
+def select_windows(dataset_dir: Path, cfg: EvalConfig) -> tuple[list[Stretch], list[Window], dict]:
+    """Evaluation windows: every window of context + eval frames, all valid, in the split's listener
+    stretches; a seeded draw of `n_samples` (kept in stretch order) when there are more."""
     data = _open(dataset_dir, cfg.split)
-    need = cfg.context_frames + cfg.eval_frames
-    long_enough = [i for i in range(len(data)) if int(data.segments.loc[i, "n_frames"]) >= need]
-    usable = []
-    for i in long_enough:
-        item = data[i]
-        if item["listener_valid"][:need].all() and item["speaker_valid"][:need].all():
-            usable.append(i)
-    if not usable:
-        raise InputError(str(dataset_dir), f"no {cfg.split} segment has {need} valid frames "
-                         f"({cfg.context_frames} context + {cfg.eval_frames} evaluated); "
-                         f"{len(data)} segments, {len(long_enough)} long enough")
-    if len(usable) > cfg.n_samples:
+    need = cfg.window_frames
+    stretches, eligible = eligible_windows(data, need, cfg.stride_frames)
+    long_enough = [s for s in stretches if s.n_frames >= need]
+    if not eligible:
+        longest = max((s.n_frames for s in stretches), default=0)
+        raise InputError(str(dataset_dir), f"no {cfg.split} listener stretch has {need} consecutive valid frames "
+                         f"({cfg.context_frames} context + {cfg.eval_frames} evaluated); {len(data)} segments in "
+                         f"{len(stretches)} stretches, {len(long_enough)} long enough, the longest {longest} frames")
+    chosen = eligible
+    if len(eligible) > cfg.n_samples:
         rng = np.random.default_rng(cfg.seed)
-        usable = sorted(rng.choice(usable, size=cfg.n_samples, replace=False).tolist())
-    info = {"split_segments": len(data), "long_enough": len(long_enough), "used": len(usable),
-            "frames_per_sample": need}
-    return usable, info
-
-
-def load_sample_heads(dataset_dir: Path, cfg: EvalConfig, positions: list[int]) -> tuple[list[str], np.ndarray,
-                                                                                         np.ndarray]:
-    """-> (segment ids, listener [N, C+E, D], speaker [N, C+E, D]), raw units."""
-    data = _open(dataset_dir, cfg.split)
-    need = cfg.context_frames + cfg.eval_frames
-    items = [data[i] for i in positions]
-    return ([it["segment_id"] for it in items], np.stack([it["listener_head"][:need] for it in items]),
-            np.stack([it["speaker_head"][:need] for it in items]))
+        chosen = [eligible[i] for i in sorted(rng.choice(len(eligible), size=cfg.n_samples, replace=False))]
+    info = {"split_segments": len(data), "stretches": len(stretches), "long_enough": len(long_enough),
+            "eligible": len(eligible), "used": len(chosen), "frames_per_sample": need,
+            "stride_frames": cfg.stride_frames,
+            "stretch_source": "stretch_id" if "stretch_id" in data.segments.columns else "adjacent segments"}
+    return stretches, chosen, info
 
 
 # ---------------------------------------------------------------------------------------------------------
-# checkpoints
+# metrics
 
 
-def checkpoint_folder(path: str | Path) -> Path:
-    """A checkpoint folder (config.json + model.safetensors), or a training run folder (its `best/`)."""
-    from pipeline.model.network import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS
-
-    path = Path(path)
-    for folder in (path, path / "best"):
-        if (folder / CHECKPOINT_CONFIG).is_file() and (folder / CHECKPOINT_WEIGHTS).is_file():
-            return folder
-    raise InputError(str(path), f"not a checkpoint: expected {CHECKPOINT_CONFIG} and {CHECKPOINT_WEIGHTS} "
-                     "here or in best/ (a TrainLHG run folder)")
-
-
-def _comparable(spec: dict | None) -> dict | None:
-    return None if spec is None else {k: v for k, v in spec.items() if k != "chunking_check"}
-
-
-def matching_ssl_set(dataset_dir: Path, features: dict, where: str) -> str | None:
-    """The dataset's SSL feature set equal to the one the checkpoint was trained on (None for FBank)."""
-    if features.get("speech", "fbank") == "fbank":
-        return None
-    from pipeline.dataset.loader import LHGDataset
-
-    wanted = _comparable(features.get("ssl"))
-    sets = LHGDataset.available_ssl(dataset_dir)
-    for name, spec in sorted(sets.items()):
-        if _comparable(spec) == wanted:
-            return name
-    raise InputError(where, f"trained on SSL features {wanted.get('model') if wanted else '?'} "
-                     f"({wanted.get('mode') if wanted else '?'} mode, weights "
-                     f"{(wanted or {}).get('weights_sha256', '')[:12]}); the dataset {dataset_dir} has "
-                     f"{sorted(sets) or 'none'}: build it with BuildSplits --ssl-models <that checkpoint> "
-                     "--ssl-causal <that mode>")
-
-
-def generate_for_checkpoint(folder: Path, dataset_dir: Path, cfg: EvalConfig, positions: list[int],
-                            head_columns: list[str]) -> tuple[np.ndarray, dict]:
-    """Streaming generation for every sample -> (listener [N, C+E, D] raw units, checkpoint info)."""
-    import torch
-
-    from pipeline.common.logs import progress
-    from pipeline.common.runtime import resolve_device
-    from pipeline.model.network import generate, load_checkpoint
-
-    device = resolve_device(cfg.device)
-    model, extra = load_checkpoint(folder, map_location=str(device))
-    features = extra.get("features", {})
-    trained_cols = features.get("head_columns", head_columns)
-    if list(trained_cols) != list(head_columns):
-        raise InputError(str(folder), f"trained on head columns {trained_cols}, the dataset has {head_columns}")
-    ssl_set = matching_ssl_set(dataset_dir, features, str(folder))
-    layers = features.get("ssl_layers") or None
-    data = _open(dataset_dir, cfg.split, ssl=ssl_set, speech=ssl_set is None)
-    if layers:
-        data.ssl_layers = layers
-    norm = Normalization.from_dict(extra["normalization"])
-    need = cfg.context_frames + cfg.eval_frames
-    outputs = []
-    started = time.perf_counter()
-    bar = progress(total=len(positions), desc=f"generating ({folder.name})", unit="sample")
-    for b in range(0, len(positions), cfg.batch_size):
-        items = [data[i] for i in positions[b:b + cfg.batch_size]]
-        speaker = np.stack([norm.head.apply(it["speaker_head"][:need]) for it in items])
-        listener = np.stack([norm.head.apply(it["listener_head"][:cfg.context_frames]) for it in items])
-        if ssl_set is None:
-            speech = np.stack([norm.speech_fbank.apply(it["speech"][:need]) for it in items])
-        else:
-            speech = np.stack([it["ssl"][:need] for it in items])
-        as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)  # noqa: E731
-        out = generate(model, as_t(speech), as_t(speaker), as_t(listener), context_frames=cfg.context_frames,
-                       advance=cfg.advance)
-        outputs.append(norm.head.undo(out.float().cpu().numpy()))
-        bar.update(len(items))
-    bar.close()
-    seconds = time.perf_counter() - started
-    info = {"checkpoint": str(folder.resolve()), "arch": model.cfg.arch, "speech": model.cfg.speech,
-            "ssl_set": ssl_set, "epoch": extra.get("epoch"), "valid_loss": extra.get("valid_loss"),
-            "generation_s": round(seconds, 3),
-            "rtf": round(seconds / (len(positions) * need / HEAD_FPS), 5)}
-    if model.cfg.speech == "ssl_wa":
-        info["layer_weights"] = [round(float(w), 5) for w in model.layer_weights().detach().cpu()]
-    return np.concatenate(outputs).astype(np.float64), info
-
-
-# ---------------------------------------------------------------------------------------------------------
-# metrics for one method
-
-
-def method_metrics(gen: np.ndarray, gt: np.ndarray, speaker: np.ndarray, gt_active: np.ndarray,
-                   centers: np.ndarray, detector: metrics.ActivityDetector, cfg: EvalConfig,
-                   vertical: int) -> dict[str, float]:
-    """Table I columns for one method; arrays are the evaluated frames' angles [N, E, 3] in degrees."""
-    active = metrics.detect_activity(gen[..., vertical], detector)
+def method_metrics(gen: np.ndarray, ev: Evaluated, gt_active: np.ndarray, centers: np.ndarray, detector: Any,
+                   cfg: EvalConfig) -> dict[str, float]:
+    """Table I columns for one method (`gen` = its evaluated frames [N, E, C], raw units)."""
+    active = metrics.detect_activity(ev.signal(gen, cfg.activity_channel), detector)
     scores = metrics.activity_scores(active, gt_active)
+    g, r = ev.angles(gen, cfg.angle_centering), ev.angles(ev.gt, cfg.angle_centering)
+    s = ev.angles(ev.speaker, cfg.angle_centering)
     return {
-        "L2": metrics.l2_error(gen, gt, window=cfg.long_window, convention=cfg.l2_convention),
-        "FID": metrics.fd(gen, gt, window=cfg.short_window, mode=cfg.fd_mode),
-        "Var": metrics.variation(gen, window=cfg.long_window),
-        "SI": metrics.style_index(gen, centers, window=cfg.short_window, mode=cfg.si_mode),
-        "P-FID": metrics.paired_fd(gen, gt, speaker, window=cfg.short_window, mode=cfg.fd_mode),
-        "PCC": metrics.pcc(gen, gt, mode=cfg.pcc_mode),
+        "L2": metrics.l2_error(g, r, window=cfg.long_window, convention=cfg.l2_convention),
+        "FID": metrics.fd(g, r, window=cfg.short_window, mode=cfg.fd_mode),
+        "Var": metrics.variation(g, window=cfg.long_window, mode=cfg.var_mode),
+        "SI": metrics.style_index(g, centers, window=cfg.short_window, mode=cfg.si_mode),
+        "P-FID": metrics.paired_fd(g, r, s, window=cfg.short_window, mode=cfg.fd_mode),
+        "PCC": metrics.pcc(gen[..., :3], ev.gt[..., :3], mode=cfg.pcc_mode),
         "F1": scores["f1"], "Pre": scores["precision"], "Rec": scores["recall"], "Acc": scores["accuracy"],
         "Act": scores["act"],
     }
@@ -227,113 +136,166 @@ def _clean(value: Any) -> Any:
 
 @dataclass
 class TrainReferences:
-    """What the train split fixes for an evaluation: the activity detector, the speaker -> listener
-    cross-correlation and the Delay Mirror lag chosen on it, and the clips the Random baseline draws."""
+    """What the train split fixes for an evaluation: the activity detectors (per signal), the speaker ->
+    listener cross-correlation and the Delay Mirror lag chosen on it, and the Random baseline's clips."""
 
-    listener: list[np.ndarray]  # fully valid train listener clips, angles only (degrees)
-    detector: Any
+    listener: list[np.ndarray]  # fully valid train listener segments, metric channels (raw units)
+    random_pool: list[np.ndarray]  # all-valid train listener runs (stretches) long enough for a window
+    detectors: dict[str, Any]
     max_lag: int
     lags: np.ndarray
     curve: np.ndarray
     delay_lag: int
 
 
-def train_references(dataset_dir: Path, cfg: EvalConfig, angle_idx: list[int]) -> TrainReferences:
+def train_references(dataset_dir: Path, cfg: EvalConfig, channel_idx: list[int],
+                     channels: list[str]) -> TrainReferences:
     train = valid_clips(dataset_dir, "train")
     if not train.listener:
         raise InputError(str(dataset_dir), "the train split has no fully valid segment (baselines need one)")
-    train_lis = [x[:, angle_idx].astype(np.float64) for x in train.listener]
-    train_spk = [x[:, angle_idx].astype(np.float64) for x in train.speaker]
-    vertical = ANGLES.index(cfg.activity_channel)
-    detector = metrics.calibrate_activity([x[:, vertical] for x in train_lis], k_high=cfg.activity_k_high,
-                                          k_low=cfg.activity_k_low)
+    train_lis = [x[:, channel_idx].astype(np.float64) for x in train.listener]
+    train_spk = [x[:, channel_idx[:3]].astype(np.float64) for x in train.speaker]
+    detectors = {ch: metrics.calibrate_activity([x[:, channels.index(ch)] for x in train_lis],
+                                                k_high=cfg.activity_k_high, k_low=cfg.activity_k_low)
+                 for ch in ACTIVITY_CHANNELS if ch in channels}
     max_lag = int(round(cfg.xcorr_max_lag_s * HEAD_FPS))
-    lags, train_curve = metrics.pooled_cross_correlation(train_spk, train_lis, max_lag=max_lag)
+    lags, train_curve = metrics.pooled_cross_correlation(train_spk, [x[:, :3] for x in train_lis], max_lag=max_lag)
     positive = (lags >= 1) & np.isfinite(train_curve)
     if not positive.any():
         raise InputError(str(dataset_dir), "speaker -> listener cross-correlation undefined on the train split")
     delay_lag = int(lags[positive][int(np.argmax(train_curve[positive]))])
-    return TrainReferences(train_lis, detector, max_lag, lags, train_curve, delay_lag)
+    pool = [x[:, channel_idx].astype(np.float64) for x in valid_runs(_open(dataset_dir, "train"), cfg.eval_frames)]
+    if not pool:
+        raise InputError(str(dataset_dir), f"no train listener stretch has {cfg.eval_frames} valid frames in a row "
+                         "(the Random baseline draws clips of that length)")
+    return TrainReferences(train_lis, pool, detectors, max_lag, lags, train_curve, delay_lag)
 
 
-def metric_tables(outputs: dict[str, np.ndarray], gt: np.ndarray, speaker: np.ndarray, detector: Any,
-                  cfg: EvalConfig, max_lag: int) -> tuple[dict[str, dict], dict[str, Any]]:
+def metric_tables(ev: Evaluated, detectors: dict[str, Any], cfg: EvalConfig,
+                  max_lag: int) -> tuple[dict[str, dict], dict[str, Any]]:
     """Table I rows (ground truth first, then every method) and speaker -> listener cross-correlation
     curves within the evaluated windows."""
-    vertical = ANGLES.index(cfg.activity_channel)
-    e = gt.shape[1]
-    centers = metrics.fit_clusters(gt, k=cfg.si_clusters, seed=cfg.seed)
-    gt_active = metrics.detect_activity(gt[..., vertical], detector)
-    table = {"Ground Truth": {"Var": metrics.variation(gt, window=cfg.long_window),
-                              "SI": metrics.style_index(gt, centers, window=cfg.short_window, mode=cfg.si_mode),
-                              "Act": float(gt_active.mean())}}
-    for name, gen in outputs.items():
-        table[name] = method_metrics(gen, gt, speaker, gt_active, centers, detector, cfg, vertical)
-    xmax = min(max_lag, e - 2)
+    detector = detectors[cfg.activity_channel]
+    gt_angles = ev.angles(ev.gt, cfg.angle_centering)
+    centers = metrics.fit_clusters(gt_angles, k=cfg.si_clusters, seed=cfg.seed)
+    gt_active = metrics.detect_activity(ev.signal(ev.gt, cfg.activity_channel), detector)
+    table = {"Ground Truth": {
+        "Var": metrics.variation(gt_angles, window=cfg.long_window, mode=cfg.var_mode),
+        "SI": metrics.style_index(gt_angles, centers, window=cfg.short_window, mode=cfg.si_mode),
+        "Act": float(gt_active.mean())}}
+    for name, gen in ev.outputs.items():
+        table[name] = method_metrics(gen, ev, gt_active, centers, detector, cfg)
+    xmax = min(max_lag, ev.gt.shape[1] - 2)
+    speaker = ev.speaker[..., :3]
     xcorr: dict[str, Any] = {"lags_frames": list(range(-xmax, xmax + 1))}
-    xcorr["Ground Truth"] = metrics.cross_correlation(speaker, gt, max_lag=xmax)[1]
-    for name, gen in outputs.items():
-        xcorr[name] = metrics.cross_correlation(speaker, gen, max_lag=xmax)[1]
+    xcorr["Ground Truth"] = metrics.cross_correlation(speaker, ev.gt[..., :3], max_lag=xmax)[1]
+    for name, gen in ev.outputs.items():
+        xcorr[name] = metrics.cross_correlation(speaker, gen[..., :3], max_lag=xmax)[1]
     return table, xcorr
 
 
+# ---------------------------------------------------------------------------------------------------------
+# the whole evaluation
+
+
+def _metric_channels(head_columns: list[str], cfg: EvalConfig, where: str) -> list[str]:
+    missing = [c for c in ANGLES if c not in head_columns]
+    if cfg.activity_channel not in head_columns:
+        missing.append(cfg.activity_channel)
+    if missing:
+        raise InputError(where, f"head columns lack {missing}")
+    return [*ANGLES, *(["y"] if "y" in head_columns else [])]
+
+
+def _baselines(ref: TrainReferences, listener_n: int, speaker_full: np.ndarray, cfg: EvalConfig) -> dict:
+    c, e = cfg.context_frames, cfg.eval_frames
+    return {"Random": baselines.random_clips(ref.random_pool, listener_n, e, seed=cfg.seed),
+            "Mirror": baselines.mirror(speaker_full[:, c:c + e]),
+            "Delay Mirror": np.stack([baselines.delay_mirror(s, c, e, ref.delay_lag) for s in speaker_full])}
+
+
+def _generate_models(checkpoints: dict[str, str | Path], dataset_dir: Path, cfg: EvalConfig,
+                     stretches: list[Stretch], windows: list[Window], head_columns: list[str]) -> tuple[dict, dict]:
+    """Every checkpoint's windows -> ({name: listener [N, C+E, D] raw units, all head columns}, {name: info})."""
+    full: dict[str, np.ndarray] = {}
+    models_info: dict[str, dict] = {}
+    for name, path in checkpoints.items():
+        if name in BASELINES or name == "Ground Truth":
+            raise ValueError(f"method name {name!r} is reserved; name the checkpoint differently")
+        folder = checkpoint_folder(path)
+        log.info("%s: generating %d samples from %s", name, len(windows), folder)
+        full[name], models_info[name] = generate_for_checkpoint(folder, dataset_dir, cfg, stretches, windows,
+                                                                head_columns)
+    return full, models_info
+
+
 def evaluate(dataset_dir: str | Path, checkpoints: dict[str, str | Path], out_dir: str | Path,
-             cfg: EvalConfig = EvalConfig(), *, extra_info: dict | None = None) -> dict:
-    """Evaluate named checkpoints and the baselines; write the report into `out_dir`; return results."""
+             cfg: EvalConfig = EvalConfig(), *, extra_info: dict | None = None,
+             corpus: str | Path | None = None) -> dict:
+    """Evaluate named checkpoints and the baselines; write the report (and the side-by-side videos,
+    with the speaker's audio from `corpus` when given) into `out_dir`; return the results."""
     from pipeline.evaluation.report import write_report
+    from pipeline.evaluation.video import write_videos
 
     cfg.validate()
     dataset_dir = Path(dataset_dir)
     manifest = json.loads((dataset_dir / "manifest.json").read_text())
     head_columns = list(manifest["head_columns"])
-    missing = [c for c in ANGLES if c not in head_columns]
-    if missing:
-        raise InputError(str(dataset_dir / "manifest.json"), f"head columns lack {missing}")
-    angle_idx = [head_columns.index(c) for c in ANGLES]
-    vertical = ANGLES.index(cfg.activity_channel)
+    channels = _metric_channels(head_columns, cfg, str(dataset_dir / "manifest.json"))
+    channel_idx = [head_columns.index(ch) for ch in channels]
     c, e = cfg.context_frames, cfg.eval_frames
 
-    positions, sample_info = select_samples(dataset_dir, cfg)
-    ids, listener_full, speaker_full = load_sample_heads(dataset_dir, cfg, positions)
-    gt = listener_full[:, c:c + e, angle_idx].astype(np.float64)
-    speaker = speaker_full[:, c:c + e, angle_idx].astype(np.float64)
+    stretches, windows, sample_info = select_windows(dataset_dir, cfg)
+    listener_full, speaker_full = read_windows(_open(dataset_dir, cfg.split), stretches, windows,
+                                               ("listener_head", "speaker_head")).values()
+    ref = train_references(dataset_dir, cfg, channel_idx, channels)
+    outputs = _baselines(ref, len(windows), speaker_full[..., channel_idx].astype(np.float64), cfg)
+    full, models_info = _generate_models(checkpoints, dataset_dir, cfg, stretches, windows, head_columns)
+    outputs.update({name: arr[:, c:c + e][..., channel_idx] for name, arr in full.items()})
 
-    ref = train_references(dataset_dir, cfg, angle_idx)
-    outputs: dict[str, np.ndarray] = {}
-    rng_pool = [x for x in ref.listener if len(x) >= e]
-    outputs["Random"] = baselines.random_clips(rng_pool, len(ids), e, seed=cfg.seed)
-    outputs["Mirror"] = baselines.mirror(speaker)
-    spk_all = speaker_full[..., angle_idx].astype(np.float64)
-    outputs["Delay Mirror"] = np.stack([baselines.delay_mirror(s, c, e, ref.delay_lag) for s in spk_all])
-    models_info = {}
-    for name, path in checkpoints.items():
-        if name in outputs or name == "Ground Truth":
-            raise ValueError(f"method name {name!r} is reserved; name the checkpoint differently")
-        folder = checkpoint_folder(path)
-        log.info("%s: generating %d samples from %s", name, len(positions), folder)
-        generated, info = generate_for_checkpoint(folder, dataset_dir, cfg, positions, head_columns)
-        outputs[name] = generated[:, c:c + e, angle_idx]
-        models_info[name] = info
-
-    table, xcorr = metric_tables(outputs, gt, speaker, ref.detector, cfg, ref.max_lag)
+    ev = Evaluated(channels, listener_full[:, c:c + e][..., channel_idx].astype(np.float64),
+                   speaker_full[:, c:c + e][..., channel_idx].astype(np.float64), outputs)
+    table, xcorr = metric_tables(ev, ref.detectors, cfg, ref.max_lag)
     results = {
         "config": cfg.to_dict(),
         "dataset": {"dir": str(dataset_dir.resolve()), "build_id": manifest.get("build_id"),
-                    "head_columns": head_columns},
-        "samples": {**sample_info, "segment_ids": ids},
+                    "head_columns": head_columns, "ssl_sets": _ssl_modes(manifest)},
+        "samples": {**sample_info, "segment_ids": [w.segment_id for w in windows],
+                    "window_ids": [w.window_id for w in windows], "start_s": [w.start_s for w in windows]},
         "angles": list(ANGLES),
-        "activity_detector": {**ref.detector.to_dict(), "channel": cfg.activity_channel, "units": "deg/s",
+        "activity_detector": {**ref.detectors[cfg.activity_channel].to_dict(), "channel": cfg.activity_channel,
+                              "units": "deg/s" if cfg.activity_channel in ANGLES else "tile heights/s",
                               "calibrated_on": f"{len(ref.listener)} fully valid train listener segments"},
         "delay_mirror": {"lag_frames": ref.delay_lag, "lag_s": ref.delay_lag / HEAD_FPS,
                          "train_curve": list(ref.curve), "lags_frames": ref.lags.tolist()},
         "models": models_info,
         "methods": list(table),  # row order (JSON objects are written with sorted keys)
         "table": table,
+        "conventions": alternatives(ev, ref.detectors, cfg),
         "cross_correlation": xcorr,
         **(extra_info or {}),
     }
     results = _clean(results)
-    figures = {"speaker": speaker, "Ground Truth": gt, **outputs}
-    write_report(Path(out_dir), results, figures, vertical=vertical)
-    log.info("evaluation report (%d methods, %d samples) in %s", len(outputs), len(ids), out_dir)
+    figures = {"speaker": ev.speaker[..., :3], "Ground Truth": ev.gt[..., :3],
+               **{k: v[..., :3] for k, v in outputs.items()}}
+    vertical = ANGLES.index("pitch")
+    picks = _most_moving(ev.gt[..., vertical], max(cfg.figure_samples, cfg.video_samples))
+    results["videos"] = write_videos(Path(out_dir), picks[:cfg.video_samples], windows, stretches,
+                                     head_columns, listener_full, speaker_full, full, outputs, cfg,
+                                     corpus=corpus, dataset_dir=dataset_dir)
+    write_report(Path(out_dir), results, figures, picks=picks[:cfg.figure_samples], vertical=vertical)
+    log.info("evaluation report (%d methods, %d samples) in %s", len(outputs), len(windows), out_dir)
     return results
+
+
+def _most_moving(vertical: np.ndarray, n: int) -> list[int]:
+    """The `n` samples with the most ground-truth vertical motion (nods show best), most first."""
+    return np.argsort(-vertical.std(axis=1), kind="stable")[:min(n, vertical.shape[0])].tolist()
+
+
+def _ssl_modes(manifest: dict) -> dict[str, dict]:
+    """Every SSL feature set of the dataset: model and extraction mode (causal variants differ)."""
+    return {name: {"model_id": entry["spec"].get("model_id") or entry["spec"].get("model"),
+                   "mode": entry["spec"].get("mode"),
+                   "layers": entry["spec"].get("layers")}
+            for name, entry in sorted(manifest.get("ssl", {}).items())}

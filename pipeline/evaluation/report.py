@@ -70,29 +70,28 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(results: dict) -> str:
-    cfg = results["config"]
-    det = results["activity_detector"]
-    dm = results["delay_mirror"]
-    samples = results["samples"]
-    lines = [
-        "# Listening head generation: evaluation",
-        "",
-        f"{samples['used']} {cfg['split']} samples of {cfg['eval_frames']} frames "
-        f"({cfg['eval_frames'] / HEAD_FPS:.2f} s) generated after {cfg['context_frames']} frames "
-        f"({cfg['context_frames'] / HEAD_FPS:.2f} s) of ground-truth context "
-        f"({samples['long_enough']} of {samples['split_segments']} segments are long enough). "
-        f"Dataset build `{results['dataset']['build_id']}`.",
-        "",
-        markdown_table(results),
-        "",
-        "Bold = best per column among methods (lowest for ↓, highest for ↑, closest to Ground Truth for "
-        "Var, SI and Act.). All metrics use head angles (pitch, yaw, roll) in degrees.",
-        "",
-        "## Conventions",
-        "",
-        f"- L2 ({cfg['l2_convention']}) and Var (variance over time, mean over channels) on "
-        f"{cfg['long_window']}-frame windows.",
+def _samples_line(results: dict) -> str:
+    cfg, samples = results["config"], results["samples"]
+    overlap = "non-overlapping" if samples["stride_frames"] >= samples["frames_per_sample"] else \
+        f"overlapping (a window every {samples['stride_frames']} frames; overlapping windows are not independent)"
+    return (f"{samples['used']} {cfg['split']} samples (of {samples['eligible']} eligible windows) of "
+            f"{cfg['eval_frames']} frames ({cfg['eval_frames'] / HEAD_FPS:.2f} s) generated after "
+            f"{cfg['context_frames']} frames ({cfg['context_frames'] / HEAD_FPS:.2f} s) of ground-truth context. "
+            f"Windows are {overlap}, with every frame valid, from {samples['long_enough']} of "
+            f"{samples['stretches']} listener stretches ({samples['stretch_source']}) long enough for "
+            f"{samples['frames_per_sample']} frames; {samples['split_segments']} segments in the split. "
+            f"Dataset build `{results['dataset']['build_id']}`.")
+
+
+def conventions_lines(results: dict) -> list[str]:
+    cfg, det, dm = results["config"], results["activity_detector"], results["delay_mirror"]
+    centred = "centred per sequence (each sample's mean angle removed)" if cfg["angle_centering"] == \
+        "per_sequence" else "raw (as measured, no centring)"
+    return [
+        f"- Angles {centred} for L2, FID, Var, SI and P-FID.",
+        f"- L2 ({cfg['l2_convention']}) on {cfg['long_window']}-frame windows; Var {cfg['var_mode']} "
+        f"(variance {'of all evaluated frames together' if cfg['var_mode'] == 'pooled' else 'within each window, mean over windows'}, "
+        "mean over channels).",
         f"- FID and P-FID: Gaussian Fréchet distance, frames as samples, {cfg['fd_mode']}, "
         f"{cfg['short_window']}-frame windows; P-FID on [speaker, listener] per frame.",
         f"- SI: entropy (bits) of k-means cluster use, k = {cfg['si_clusters']} fitted on ground-truth frames "
@@ -105,18 +104,72 @@ def render_markdown(results: dict) -> str:
         f"bridged gaps {det['bridge_frames']}.",
         f"- Delay Mirror lag: {dm['lag_frames']} frames = {dm['lag_s']:.2f} s (the positive lag with the "
         "highest speaker -> listener angular-velocity cross-correlation on the train split).",
-        "",
-        "## Models",
-        "",
     ]
+
+
+def alternatives_lines(results: dict) -> list[str]:
+    """The columns whose convention differs in the literature, under every convention, and the paper's
+    Table I identity L2 ≈ Var(method) + Var(GT)."""
+    alt = results.get("conventions")
+    if not alt:
+        return []
+    cols = alt["columns"]
+    lines = ["## Every convention", "",
+             "The same samples under each convention found in the literature (Table I above uses the "
+             "settings listed under Conventions).", "",
+             "| Method | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    for name, row in alt["rows"].items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
+    lines += ["", "Table I arithmetic: L2 / (Var(method) + Var(GT)) with L2 and Var under the same centring. "
+              "An independent baseline with the ground truth's mean scores 1 (the paper: Random 35.15 / "
+              "(18.77 + 15.87) = 1.01).", ""]
+    variants = list(next(iter(alt["arithmetic"].values()), {}))
+    lines += ["| Method | " + " | ".join(variants) + " |", "|" + "---|" * (len(variants) + 1)]
+    for name, row in alt["arithmetic"].items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(v)) for v in variants) + " |")
+    return lines + [""]
+
+
+def model_lines(results: dict) -> list[str]:
+    lines = []
     for name, info in results["models"].items():
-        lines.append(f"- **{name}**: {info['arch']}, {info['speech']}"
-                     + (f" (`{info['ssl_set']}`)" if info.get("ssl_set") else "")
-                     + f", epoch {info.get('epoch')}, generation RTF {info['rtf']:.3g}; `{info['checkpoint']}`")
+        ssl = f" (`{info['ssl_set']}`, {info.get('ssl_model')}, SSL mode {info.get('ssl_mode')})" \
+            if info.get("ssl_set") else ""
+        lines.append(f"- **{name}**: {info['arch']}, {info['speech']}{ssl}, epoch {info.get('epoch')}; "
+                     f"`{info['checkpoint']}`")
+        if info.get("rtf_batch1") is not None:
+            with_feat = info.get("rtf_batch1_with_features")
+            lines.append(f"  - RTF (batch 1, {info['rtf_device']}, seconds of compute per generated second, "
+                         f"{info['rtf_includes']}): {info['rtf_batch1']:.3g} model only, "
+                         + (f"{with_feat:.3g}" if with_feat is not None else "-") + f" with features "
+                         f"({info['rtf_features']}). Batched evaluation throughput: "
+                         f"{info['throughput_rtf']:.3g} s per generated s.")
         if info.get("layer_weights"):
-            lines.append(f"  - SSL layer weights: {', '.join(f'{w:.3f}' for w in info['layer_weights'])}")
+            weights = ", ".join(f"{w:.3f}" for w in info["layer_weights"])
+            lines.append(f"  - Learned SSL layer weights (layer 0 = CNN output): {weights}")
+            bound, reach = info.get("layer_logit_travel_bound"), info.get("layer_weight_reachable")
+            if bound is not None and reach:
+                lines.append(f"  - Caveat: at layer-weight lr {info['layer_weight_lr']:.3g} each logit could move "
+                             f"at most ~{bound:.3g} from 0 in the steps trained, so no weight could leave "
+                             f"[{reach[0]:.3f}, {reach[1]:.3f}]: near-uniform weights then say little about "
+                             "which layers matter (TrainLHG --layer-weight-lr).")
     if not results["models"]:
         lines.append("- (baselines only)")
+    sets = results["dataset"].get("ssl_sets") or {}
+    lines += ["", "SSL feature sets in the dataset: " + ("; ".join(
+        f"`{n}` = {s.get('model_id')}, mode {s.get('mode')}" for n, s in sets.items()) or "none") + "."]
+    return lines
+
+
+def render_markdown(results: dict) -> str:
+    lines = ["# Listening head generation: evaluation", "", _samples_line(results), "", markdown_table(results), "",
+             "Bold = best per column among methods (lowest for ↓, highest for ↑, closest to Ground Truth for "
+             "Var, SI and Act.). All metrics use head angles (pitch, yaw, roll) in degrees.", "",
+             "## Conventions", "", *conventions_lines(results), "", *alternatives_lines(results),
+             "## Models", "", *model_lines(results), "", "## Videos", ""]
+    videos = results.get("videos") or []
+    lines += [f"- [{v['file']}]({v['file']}): {v['window_id']}; panels {', '.join(v['panels'])}; {v['audio']}"
+              for v in videos] or ["- (none: --video-samples 0)"]
     lines += ["", "## Figures", "", "![cross-correlation](cross_correlation.png)", ""]
     lines += [f"![trajectory {i}]({p})" for i, p in enumerate(results.get("figures", {}).get("trajectories", []))]
     return "\n".join(lines) + "\n"
@@ -175,18 +228,16 @@ def plot_trajectories(figures: dict[str, np.ndarray], sample: int, segment_id: s
     plt.close(fig)
 
 
-def write_report(out_dir: Path, results: dict, figures: dict[str, np.ndarray], *, vertical: int) -> None:
-    """Write figures, table.csv, report.md and results.json (last: its presence marks a finished report)."""
+def write_report(out_dir: Path, results: dict, figures: dict[str, np.ndarray], *, picks: list[int],
+                 vertical: int) -> None:
+    """Write figures, table.csv, report.md and results.json (last: its presence marks a finished report).
+    `picks` = the samples to plot (those with the most ground-truth vertical motion show nods best)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_cross_correlation(results, out_dir / "cross_correlation.png")
-    gt = figures[GROUND_TRUTH]
-    # the samples with the most ground-truth vertical motion show nods best
-    n_fig = min(results["config"]["figure_samples"], gt.shape[0])
-    order = np.argsort(-gt[..., vertical].std(axis=1), kind="stable")[:n_fig]
     names = []
-    for rank, sample in enumerate(sorted(order.tolist())):
+    for rank, sample in enumerate(picks):
         name = f"trajectory_{rank}.png"
-        plot_trajectories(figures, sample, results["samples"]["segment_ids"][sample], out_dir / name, vertical)
+        plot_trajectories(figures, sample, results["samples"]["window_ids"][sample], out_dir / name, vertical)
         names.append(name)
     results["figures"] = {"cross_correlation": "cross_correlation.png", "trajectories": names}
     write_text_atomic(out_dir / "table.csv", table_csv(results))

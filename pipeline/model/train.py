@@ -53,6 +53,10 @@ class TrainConfig:
     epochs: int = setting(100, "training epochs (default: the preset's)", preset_override=True)
     batch_size: int = 45
     lr: float = 5e-6
+    # the ssl_wa layer-weight logits move at most ~lr per Adam step: at the paper's 5e-6 they stay
+    # within a few tenths of their start (uniform weights) however long one trains
+    layer_weight_lr: float = setting(0.0, "learning rate of the SSL layer-weight logits (ssl_wa); "
+                                          "0 = the model's lr (the paper)")
     weight_decay: float = 1e-2
     huber_delta: float = 1.0
     context_frames: int = CONTEXT_FRAMES
@@ -236,7 +240,8 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
     heads_only = LHGDataset(dataset_dir, "train", speech=False)  # gains need no speech reads
     model_cfg = model_config_for(cfg, first, delta_gains(heads_only, first["listener_head"].shape[-1] // 3))
     extra = {"train": cfg.to_dict(), "normalization": normalization, "features": feature_spec(dataset_dir, cfg),
-             "dataset": str(Path(dataset_dir).resolve())}
+             "dataset": str(Path(dataset_dir).resolve()),
+             "steps_per_epoch": math.ceil(len(train_set) / cfg.batch_size)}
     model, optimizer, scheduler, (start_epoch, best_val, history) = _model_and_state(run_dir, cfg, model_cfg,
                                                                                    device)
     valid_loader = DataLoader(valid_set, batch_size=cfg.batch_size, collate_fn=collate)
@@ -290,13 +295,23 @@ def _model_and_state(run_dir: Path, cfg: TrainConfig, model_cfg: Any, device: An
     else:
         model = LHGModel(model_cfg)
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
     return model, optimizer, scheduler, (start_epoch, best_val, history)
+
+
+def parameter_groups(model: Any, cfg: TrainConfig) -> list[dict]:
+    """AdamW groups: the SSL layer-weight logits at `layer_weight_lr` (when set), everything else at `lr`."""
+    logits = [p for name, p in model.named_parameters() if name.endswith("layer_logits")]
+    if not logits or not cfg.layer_weight_lr:
+        return [{"params": list(model.parameters())}]
+    ids = {id(p) for p in logits}
+    return [{"params": [p for p in model.parameters() if id(p) not in ids]},
+            {"params": logits, "lr": cfg.layer_weight_lr}]
 
 
 def _train_epoch(model: Any, train_set: Any, optimizer: Any, cfg: TrainConfig, device: Any,

@@ -12,6 +12,7 @@ from pipeline.evaluation.metrics.activity import (
 )
 from pipeline.evaluation.metrics.arrays import split_windows
 from pipeline.evaluation.metrics.distribution import (
+    center_sequences,
     fd,
     fit_clusters,
     frechet_distance,
@@ -26,6 +27,7 @@ __all__ = [
     "ActivityDetector",
     "activity_scores",
     "calibrate_activity",
+    "center_sequences",
     "cross_correlation",
     "detect_activity",
     "fd",
