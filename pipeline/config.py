@@ -179,6 +179,9 @@ class BuildConfig:
 
     def _settings(self, stage: str) -> dict:
         settings = asdict(getattr(self, stage))
+        if stage == "head" and settings["smoothing"] == "none":  # parameters of an unused filter change nothing
+            settings.pop("smoothing_min_cutoff_hz")
+            settings.pop("smoothing_beta")
         if stage == "ssl":  # which models is part of each output's key, not of the stage version;
             settings.pop("models")  # the device does not change the definition of the features
             settings.pop("device")

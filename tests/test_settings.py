@@ -66,11 +66,20 @@ def test_stage_versions_did_not_move():
     dataset 3)."""
     default = BuildSplits(out="unused").build_config()
     assert {s: default.stage_version(s) for s in ("head", "audio", "session", "dataset", "ssl")} == {
-        "head": "e4f163fc3e", "audio": "7357f5e147", "session": "d8b7a30e6c", "dataset": "92fa8e647e",
+        "head": "1f237add4d", "audio": "7357f5e147", "session": "cf2407edf2", "dataset": "558ae09e63",
         "ssl": "001afc3bb8"}
     other = BuildSplits(out="unused", channels="5", ssl_models="a", ssl_causal="strict", ssl_layers="0,2").build_config()
     assert {s: other.stage_version(s) for s in ("head", "session", "dataset", "ssl")} == {
-        "head": "a1e8d7c882", "session": "e4dd5a5520", "dataset": "bbfd0ae631", "ssl": "920808d275"}
+        "head": "64a1433aab", "session": "97ccf6ce65", "dataset": "132a076bdd", "ssl": "920808d275"}
+
+
+def test_parameters_of_an_unused_smoothing_filter_recompute_nothing():
+    off = BuildSplits(out="unused").build_config()
+    tuned_off = BuildSplits(out="unused", head_smoothing_beta=0.9, head_smoothing_min_cutoff_hz=2.0).build_config()
+    assert tuned_off.stage_version("head") == off.stage_version("head")
+    on = BuildSplits(out="unused", head_smoothing="one_euro").build_config()
+    tuned_on = BuildSplits(out="unused", head_smoothing="one_euro", head_smoothing_beta=0.9).build_config()
+    assert len({off.stage_version("head"), on.stage_version("head"), tuned_on.stage_version("head")}) == 3
 
 
 def _other_value(opt: Option, tmp_path: Path):
