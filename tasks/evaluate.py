@@ -95,7 +95,7 @@ class EvaluateLHG(EvalSettings, TrainSettings, DatasetSettings, luigi.Task):
         """Hash of everything the report depends on; None while a checkpoint does not exist yet."""
         from pipeline.common.errors import InputError
         from pipeline.corpus.layout import FileHashCache
-        from pipeline.evaluation.evaluate import checkpoint_folder
+        from pipeline.evaluation.generation import checkpoint_folder
         from pipeline.model.network import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS
 
         cache = FileHashCache(Path(self.out) / "eval" / ".file_hashes.json")

@@ -25,6 +25,7 @@ from typing import Any
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 _TMP_NAME = re.compile(r"\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}")
 FOREIGN_TMP_MAX_AGE_S = 7 * 24 * 3600  # temporaries of other hosts (a remote Dask cluster) go after a week
+UNNAMED_TMP_MAX_AGE_S = 24 * 3600  # temporaries named before host and pid were in the name
 
 
 def _pid_alive(pid: int) -> bool:
@@ -53,7 +54,7 @@ def sweep_stale_temporaries(root: str | Path) -> tuple[int, int]:
         if m and m["host"] == _HOST:
             stale = not _pid_alive(int(m["pid"]))
         else:
-            stale = now - stat.st_mtime > (FOREIGN_TMP_MAX_AGE_S if m else 24 * 3600)
+            stale = now - stat.st_mtime > (FOREIGN_TMP_MAX_AGE_S if m else UNNAMED_TMP_MAX_AGE_S)
         if stale and path.is_file():
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 # Media are opened by path, never through a list that names other files: ffmpeg follows playlists
 # and concat lists to anything they name, so such inputs are refused by name and by content.
 PLAYLIST_SUFFIXES = (".m3u", ".m3u8", ".pls", ".ffconcat", ".sdp", ".txt", ".xspf")
-PLAYLIST_MARKERS = (b"#EXTM3U", b"#EXT-X-", b"ffconcat version", b"[playlist]", b"<?xml")
+HLS_TAGS = (b"#EXTM3U", b"#EXT-X-")  # anywhere in the first bytes
+LIST_HEADERS = (b"ffconcat version", b"[playlist]", b"<?xml")  # at the start
 SNIFF_BYTES = 4096
 MAX_AUDIO_OFFSET_S = 3600.0  # |audio_offset_s| bound: larger values are typos that would allocate GiB of silence
 
@@ -108,7 +109,7 @@ def _check_not_playlist(path: Path, value: str, csv_path: Path, where: str) -> N
         raise CorpusLayoutError(csv_path, f"{refuse} (suffix {path.suffix}); name the media file itself", where)
     with open(path, "rb") as f:
         head = f.read(SNIFF_BYTES).lstrip(b"\xef\xbb\xbf \t\r\n")
-    if any(head.startswith(m) for m in PLAYLIST_MARKERS) or b"#EXTM3U" in head or b"#EXT-X-" in head:
+    if head.startswith(LIST_HEADERS) or any(tag in head for tag in HLS_TAGS):
         raise CorpusLayoutError(csv_path, f"{refuse} (its content is playlist text); lists may name files "
                                 "outside the corpus, so they are refused", where)
 

@@ -37,7 +37,7 @@ BASELINES = ("Random", "Mirror", "Delay Mirror")
 ANGLES = ("pitch", "yaw", "roll")
 ACTIVITY_CHANNELS = ("pitch", "y")
 
-__all__ = ["EvalConfig", "checkpoint_folder", "evaluate", "select_windows"]
+__all__ = ["EvalConfig", "evaluate", "select_windows"]
 
 
 # ---------------------------------------------------------------------------------------------------------
