@@ -28,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
         "head-pose", help=HEAD_POSE_HELP, description=HEAD_POSE_HELP + ". " + (_head_pose.__doc__ or ""))
     _head_pose_arguments(head_pose)
     head_pose.set_defaults(handler=_head_pose)
+    verify = subparsers.add_parser("verify", help=VERIFY_HELP, description=VERIFY_HELP + ". " + (_verify.__doc__ or ""))
+    verify.add_argument("folders", nargs="+", type=Path, metavar="FOLDER",
+                        help="a built dataset (<out>/dataset), a checkpoint folder or a training run folder")
+    verify.add_argument("--quick", action="store_true", help="sizes and structure only, no sha256 (no full read)")
+    verify.set_defaults(handler=_verify)
     return parser
 
 
@@ -129,3 +134,29 @@ def _head_pose(args: argparse.Namespace) -> int:
         return 1
     log.info("wrote %d row(s) for %d file(s) to %s", len(result), len(args.files), args.csv)
     return 0
+
+
+# --------------------------------------------------------------------------- verify
+
+VERIFY_HELP = "check that a built dataset or checkpoints are complete and unaltered (sizes, sha256)"
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """Every file the manifest lists exists with its size and sha256, and every segment lies inside
+    its shards; a checkpoint's weights match the sha256 recorded when it was saved. Exit status 1
+    and one line per problem when anything is wrong."""
+    from pipeline.dataset.manifest import MANIFEST_FILE, dataset_problems
+
+    failed = 0
+    for folder in args.folders:
+        if (folder / MANIFEST_FILE).is_file():
+            problems = dataset_problems(folder, checksums=not args.quick)
+        else:
+            problems = [f"{folder}: neither a dataset ({MANIFEST_FILE}) nor a checkpoint"]
+        for problem in problems:
+            log.error("%s", problem)
+        if problems:
+            failed += 1
+        else:
+            log.info("%s: intact%s", folder, " (sizes only)" if args.quick else "")
+    return 1 if failed else 0

@@ -54,6 +54,21 @@ BUILD_CLASSES = (BuildOptions, HeadConfig, SessionConfig, DatasetConfig, SSLConf
 BuildSettings = settings_mixin("BuildSettings", *BUILD_CLASSES)
 
 
+class DatasetTarget(luigi.LocalTarget):
+    """A build marker that counts only while every file of the dataset is there with its size: a
+    deleted or truncated shard makes the build run again and rewrite what is missing."""
+
+    def exists(self) -> bool:
+        from pipeline.dataset.manifest import dataset_problems
+
+        if not super().exists():
+            return False
+        problems = dataset_problems(Path(self.path).parent)
+        for problem in problems[:5]:
+            log.warning("dataset incomplete, rebuilding: %s", problem)
+        return not problems
+
+
 class _StageTask(luigi.Task):
     """Common parameters: where the corpus is, where outputs go, and the build settings."""
 
@@ -196,7 +211,7 @@ class BuildSplits(BuildSettings, luigi.Task):
         # Planning hashes the corpus (cached by size/mtime); do it once per task instance.
         if getattr(self, "_build_id", "pending") == "pending":
             self._build_id = self.build_id()
-        return luigi.LocalTarget(str(Path(self.out) / "dataset" / f"build-{self._build_id}.json"))
+        return DatasetTarget(str(Path(self.out) / "dataset" / f"build-{self._build_id}.json"))
 
     def run(self):
         from pipeline.dataset.assemble import assemble_build

@@ -57,7 +57,7 @@ def get_client():
             log.info("starting a local Dask cluster: %d worker process(es)", n)
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                                    memory_limit=dask().memory_limit, env=dict(WORKER_ENV),
-                                   silence_logs=logging.WARNING)
+                                   silence_logs=logging.ERROR)  # workers' shutdown chatter is WARNING
             _CLIENT = Client(cluster)
         else:
             log.info("using the Dask cluster at %s", choice)
@@ -132,5 +132,11 @@ def _results(fn: Callable[[dict], dict], jobs: list[dict[str, Any]], client) -> 
     from distributed import as_completed
 
     futures = client.map(fn, jobs, pure=False)
-    for future in as_completed(futures):
-        yield future.result()
+    try:
+        for future in as_completed(futures):
+            yield future.result()
+    finally:  # a failed job ends the batch: stop the others quietly instead of at interpreter exit
+        pending = [f for f in futures if not f.done()]
+        if pending:
+            with _quiet_shutdown():
+                client.cancel(pending)

@@ -41,3 +41,24 @@ def test_a_non_finite_block_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
     _write_npy_blocks(job, iter([good, good]), (100, 2, 3), np.dtype(np.float16))
     assert np.load(out).shape == (100, 2, 3)
+
+
+def test_implausible_head_poses_are_refused_with_the_time():
+    import pandas as pd
+
+    from pipeline.features.jobs import require_plausible_pose
+
+    channels = ("pitch", "yaw", "roll", "x", "y", "z")
+    table = pd.DataFrame({"time_s": np.arange(5) * 0.08, "valid": [True, True, False, True, True],
+                          **{c: np.zeros(5, np.float32) for c in channels}})
+    table.loc[2, "yaw"] = np.nan  # not valid: a lost face, no fault
+    require_plausible_pose(table, "v.mp4", channels)
+    table.loc[3, "roll"] = 270.0
+    with pytest.raises(MediaError, match=r"head roll is 270\.0 at 0\.24 s \(1 frames\); expected a finite value "
+                                         r"within ±180°") as err:
+        require_plausible_pose(table, "v.mp4", channels)
+    assert err.value.where == "t=0.24 s"
+    table.loc[3, "roll"] = 0.0
+    table.loc[4, "x"] = np.inf
+    with pytest.raises(MediaError, match=r"head x is inf at 0\.32 s"):
+        require_plausible_pose(table, "v.mp4", channels)

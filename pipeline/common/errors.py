@@ -43,3 +43,13 @@ class MediaError(InputError):
 
 class NoFaceError(MediaError):
     kind = "no_face"
+
+
+class CorruptOutputError(RuntimeError):
+    """A file the pipeline wrote earlier is missing, truncated or altered (a disk fault, a kill, a
+    hand edit). Names the file and says how to check the rest (`python -m pipeline verify`)."""
+
+    def __init__(self, path: str | Path, message: str):
+        self.path = str(path)
+        self.message = message
+        super().__init__(f"{self.path}: {message}")

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import sys
 import time
@@ -26,6 +27,17 @@ _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 _TMP_NAME = re.compile(r"\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}")
 FOREIGN_TMP_MAX_AGE_S = 7 * 24 * 3600  # temporaries of other hosts (a remote Dask cluster) go after a week
 UNNAMED_TMP_MAX_AGE_S = 24 * 3600  # temporaries named before host and pid were in the name
+
+
+def _process_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Outputs get the permissions of a plain `open()` (0666 minus the umask), whatever the writer chose:
+# safetensors creates its files 0600.
+FILE_MODE = 0o666 & ~_process_umask()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -45,7 +57,7 @@ def sweep_stale_temporaries(root: str | Path) -> tuple[int, int]:
     before this scheme (no host / pid) when older than a day."""
     removed = freed = 0
     now = time.time()
-    for path in Path(root).rglob("*.tmp-*"):
+    for path in list(Path(root).rglob("*.tmp-*")):  # listed first: folders are removed whole
         m = _TMP_NAME.search(path.name)
         try:
             stat = path.stat()
@@ -55,11 +67,22 @@ def sweep_stale_temporaries(root: str | Path) -> tuple[int, int]:
             stale = not _pid_alive(int(m["pid"]))
         else:
             stale = now - stat.st_mtime > (FOREIGN_TMP_MAX_AGE_S if m else UNNAMED_TMP_MAX_AGE_S)
-        if stale and path.is_file():
+        if not stale:
+            continue
+        if path.is_dir():  # a shard set being written (pipeline.dataset.shards)
+            size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+            shutil.rmtree(path, ignore_errors=True)
+            removed, freed = removed + 1, freed + size
+        elif path.is_file():
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 removed, freed = removed + 1, freed + stat.st_size
     return removed, freed
+
+
+def temporary_name(final: Path) -> Path:
+    """Where `final` is written before its rename: same folder, same extension, writer named."""
+    return final.with_name(f"{final.stem}.tmp-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}{final.suffix}")
 
 
 @contextlib.contextmanager
@@ -67,9 +90,10 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `final`; rename it into place only if the block succeeds."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.stem}.tmp-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}{final.suffix}")
+    tmp = temporary_name(final)
     try:
         yield tmp
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, final)
     finally:
         if tmp.exists():

@@ -22,8 +22,10 @@ import pyarrow.parquet as pq
 from pipeline.common.fsutil import atomic_path, stable_hash, write_json_atomic
 from pipeline.config import BuildConfig
 from pipeline.conversation.segments import span_frames
+from pipeline.dataset.manifest import MANIFEST_FILE, read_manifest
+from pipeline.dataset.normalization import NORMALIZATION_FILE
 from pipeline.dataset.plan import BuildPlan, SSLModel, WorkLayout
-from pipeline.dataset.shards import RunningStats, ShardWriter, spec_metadata
+from pipeline.dataset.shards import SHARD_SET_DONE, RunningStats, file_entry, write_shard_set
 from pipeline.dataset.splits import assign_splits
 from schemas.conventions import FBANK_FRAMES_PER_HEAD, HEAD_HOP_S, SSL_FRAMES_PER_HEAD, head_feature_columns
 from schemas.records import RecordingKey, RecordingRecord, Rejection, SessionRecord
@@ -110,39 +112,6 @@ def _ssl_arrays(seg: pd.Series, tables: dict[str, np.ndarray]) -> dict[str, np.n
     return {"ssl": np.ascontiguousarray(feats).reshape(n, SSL_FRAMES_PER_HEAD, *feats.shape[1:])}
 
 
-def write_shard_set(segments: pd.DataFrame, folder: Path, *, load_session, make_arrays, max_bytes: int,
-                    spec: dict, on_train=None) -> pd.DataFrame:
-    """Write every segment's arrays into per-split shards under `folder`; return the index.
-
-    A finished set (`_COMPLETE.json` present) is reused as is: shard sets are keyed by what they
-    contain, so adding an SSL model never rewrites the head/FBank shards or another model's shards.
-    """
-    done = folder / "_COMPLETE.json"
-    if done.is_file():
-        return pd.read_parquet(folder / "index.parquet")
-    if folder.exists():  # leftovers of a killed attempt
-        shutil.rmtree(folder)
-    index = []
-    for split in SPLITS:
-        writer = ShardWriter(folder, split, max_bytes=max_bytes, metadata=spec_metadata(spec))
-        current, tables = None, None
-        for _, seg in segments[segments["split"] == split].iterrows():
-            if seg["session_id"] != current:  # segments are sorted by session: load each once
-                current = seg["session_id"]
-                tables = load_session(current)
-            arrays = make_arrays(seg, tables)
-            name, offset = writer.add(arrays)
-            index.append({"segment_id": seg["segment_id"], "shard": name, "offset": offset})
-            if split == "train" and on_train is not None and not seg["overlap_extra"]:
-                on_train(arrays)  # overlapping windows would count their frames twice
-        writer.close()
-    table = pd.DataFrame(index, columns=["segment_id", "shard", "offset"])
-    with atomic_path(folder / "index.parquet") as tmp:
-        table.to_parquet(tmp, index=False)
-    write_json_atomic(done, spec)
-    return table
-
-
 def _remove_other(folder: Path, keep: set[str]) -> None:
     if folder.is_dir():
         for old in folder.iterdir():
@@ -171,13 +140,18 @@ def build_dataset(sessions: list[SessionInputs], dataset_dir: str | Path, cfg: B
                                                    preserve_index=False))
     manifest_ssl = _write_ssl_sets(segments, dataset_dir, ssl_sets or [], core_id, cfg.dataset.shard_mb)
 
-    write_json_atomic(dataset_dir / "normalization.json", json.loads(norm_path.read_text()))
-    # the settings are stored so a later build with other settings is refused (pipeline.dataset.plan)
-    write_json_atomic(dataset_dir / "manifest.json", {"build_id": build_id, "shard_set": core_id,
-                                                      "head_columns": head_cols, "ssl": manifest_ssl,
-                                                      "config": cfg.to_dict()})
+    write_json_atomic(dataset_dir / NORMALIZATION_FILE, json.loads(norm_path.read_text()))
     with atomic_path(dataset_dir / "segments.parquet") as tmp:
         pq.write_table(table, tmp)
+    files = {name: file_entry(dataset_dir / name) for name in ("segments.parquet", NORMALIZATION_FILE)}
+    for folder in [f"shards/{core_id}", *(m["dir"] for m in manifest_ssl.values())]:
+        listed = json.loads((dataset_dir / folder / SHARD_SET_DONE).read_text())["files"]
+        files.update({f"{folder}/{name}": entry for name, entry in listed.items()})
+    # the settings are stored so a later build with other settings is refused (pipeline.dataset.plan);
+    # `files` (size, sha256 of everything the dataset consists of) is what `pipeline verify` checks
+    write_json_atomic(dataset_dir / MANIFEST_FILE, {"build_id": build_id, "shard_set": core_id,
+                                                    "head_columns": head_cols, "ssl": manifest_ssl,
+                                                    "config": cfg.to_dict(), "files": dict(sorted(files.items()))})
     _remove_other(dataset_dir / "shards", {core_id})  # older builds are unreferenced now
     # hours count listening time once: the overlapping training windows add segments, not hours
     tiling = segments[~segments["overlap_extra"]]
@@ -244,16 +218,14 @@ def _write_core_shards(segments: pd.DataFrame, sessions: list[SessionInputs], co
             head_stats.update(arrays[f"{role}_head"][arrays[f"{role}_valid"].astype(bool)])
         fbank_stats.update(arrays["speech_fbank"].astype(np.float32))
 
-    reused = (core_folder / "_COMPLETE.json").is_file()
     index = write_shard_set(
         segments, core_folder, load_session=load_core,
         make_arrays=lambda seg, t: _segment_arrays(seg, t[0], t[1], t[2], head_cols, ds.fbank_dtype),
-        max_bytes=ds.shard_mb << 20, spec=spec, on_train=accumulate)
-    norm_path = core_folder / "normalization.json"
-    if not reused:
-        write_json_atomic(norm_path, {"source": "train split, valid frames of listener and speaker heads",
-                                      "head_columns": head_cols, "head": head_stats.result(),
-                                      "speech_fbank": fbank_stats.result()})
+        max_bytes=ds.shard_mb << 20, spec=spec, on_train=accumulate,
+        extra_files=lambda: {NORMALIZATION_FILE: {
+            "source": "train split, valid frames of listener and speaker heads", "head_columns": head_cols,
+            "head": head_stats.result(), "speech_fbank": fbank_stats.result()}})
+    norm_path = core_folder / NORMALIZATION_FILE
     return index, norm_path
 
 
@@ -360,7 +332,7 @@ def assemble_build(plan: BuildPlan, cfg: BuildConfig, *, out: str | Path, corpus
 
 def ssl_set_for(dataset_dir: str | Path, model: str, mode: str) -> str:
     """The name of the dataset's SSL feature set of `model` (as the user named it) in `mode`."""
-    manifest = json.loads((Path(dataset_dir) / "manifest.json").read_text())
+    manifest = read_manifest(dataset_dir)
     names = sorted(n for n, entry in manifest.get("ssl", {}).items()
                    if entry["spec"]["model"] == model and entry["spec"]["mode"] == mode)
     if not names:

@@ -22,13 +22,14 @@ model and excluded from its loss; that is the trainer's business, the loader ret
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from pipeline.common.errors import CorruptOutputError
+from pipeline.dataset.manifest import VERIFY_HINT, read_manifest, read_segments
 from pipeline.dataset.normalization import NORMALIZATION_FILE, Normalization
 from schemas.shards import check_shard_tensors
 from schemas.tables import SPLITS
@@ -43,7 +44,7 @@ class LHGDataset:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.dataset_dir = Path(dataset_dir)
-        table = pd.read_parquet(self.dataset_dir / "segments.parquet")
+        table = read_segments(self.dataset_dir)
         self.segments = table[table["split"] == split].reset_index(drop=True)
         self.normalize = normalize
         self.as_torch = as_torch
@@ -53,7 +54,7 @@ class LHGDataset:
         self.ssl = ssl
         self.ssl_layers = ssl_layers
         if ssl is not None:
-            manifest = json.loads((self.dataset_dir / "manifest.json").read_text())
+            manifest = read_manifest(self.dataset_dir)
             if ssl not in manifest["ssl"]:
                 raise KeyError(f"SSL feature set {ssl!r} not in {self.dataset_dir / 'manifest.json'}; "
                                f"available: {sorted(manifest['ssl'])}")
@@ -67,8 +68,7 @@ class LHGDataset:
     @staticmethod
     def available_ssl(dataset_dir: str | Path) -> dict[str, dict]:
         """SSL feature sets in a built dataset: name -> spec (model, weights hash, mode, layers, dtype)."""
-        manifest = json.loads((Path(dataset_dir) / "manifest.json").read_text())
-        return {name: entry["spec"] for name, entry in manifest["ssl"].items()}
+        return {name: entry["spec"] for name, entry in read_manifest(dataset_dir)["ssl"].items()}
 
     def __len__(self) -> int:
         return len(self.segments)
@@ -79,7 +79,11 @@ class LHGDataset:
             from safetensors import safe_open
 
             path = self.dataset_dir / name
-            handle = safe_open(str(path), framework="numpy")
+            try:
+                handle = safe_open(str(path), framework="numpy")
+            except Exception as exc:  # safetensors raises its own error types for damaged files
+                raise CorruptOutputError(path, f"not a readable shard ({type(exc).__name__}: {exc}); "
+                                               + VERIFY_HINT.format(self.dataset_dir)) from None
             check_shard_tensors(list(handle.keys()), str(path), expected)
             self._handles[name] = handle
         return handle

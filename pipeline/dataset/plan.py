@@ -9,15 +9,18 @@ plans into task parameters and call back here.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.common.errors import CorpusLayoutError
+from pipeline.common.errors import CorpusLayoutError, CorruptOutputError
 from pipeline.common.fsutil import sha256_file, stable_hash
 from pipeline.common.settings import SettingError
 from pipeline.config import BuildConfig, SSLConfig, dataset_conflicts
 from pipeline.corpus.layout import FileHashCache, SessionSpec, discover_sessions, read_session_cached
 from schemas.records import AudioJob, HeadJob, RecordingJob, RecordingKey, Rejection, SSLJob
+
+log = logging.getLogger(__name__)
 
 DATA_SUFFIX = {"head": ".parquet", "audio": ".npy", "ssl": ".npy"}
 
@@ -196,8 +199,14 @@ class DatasetSettingsConflict(SettingError):
 
 def stored_build_config(dataset_dir: Path) -> BuildConfig | None:
     """The settings of the dataset in `dataset_dir`: from manifest.json, else its build marker."""
-    manifest_path = dataset_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    from pipeline.dataset.manifest import MANIFEST_FILE, read_manifest
+
+    manifest = {}
+    if (dataset_dir / MANIFEST_FILE).is_file():
+        try:
+            manifest = read_manifest(dataset_dir)
+        except CorruptOutputError as exc:  # the build rewrites it; the markers still hold the settings
+            log.warning("%s", exc)
     if "config" in manifest:
         return BuildConfig.from_dict(manifest["config"])
     markers = sorted(dataset_dir.glob("build-*.json"))

@@ -1,14 +1,28 @@
-"""Write segments into size-bounded safetensors shards and accumulate train statistics."""
+"""Write segments into size-bounded safetensors shards and accumulate train statistics.
+
+A shard set (one folder: per-split shards + `index.parquet`) is written under a temporary name and
+renamed into place whole, with `_COMPLETE.json` listing every file's size and sha256: a killed or
+concurrent writer never leaves a half set under the final name, and a set whose files are missing
+or cut short is rebuilt instead of reused.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from pipeline.common.fsutil import atomic_path
+from pipeline.common.fsutil import atomic_path, sha256_file, temporary_name, write_json_atomic
+from schemas.tables import SPLITS
+
+SHARD_SET_DONE = "_COMPLETE.json"  # {"spec": ..., "files": {name: {"bytes": n, "sha256": hex}}}
 
 
 class ShardWriter:
@@ -28,7 +42,7 @@ class ShardWriter:
         self._bytes = 0
         self._rows = 0
         self._index = 0
-        self.written: list[Path] = []
+        self.written: dict[str, dict[str, Any]] = {}  # file name -> {"bytes", "sha256"}
 
     @property
     def current_name(self) -> str:
@@ -58,13 +72,99 @@ class ShardWriter:
         final = self.out_dir / self.current_name
         with atomic_path(final) as tmp:
             save_file(tensors, str(tmp), metadata=self.metadata)
-        self.written.append(final)
+            self.written[final.name] = file_entry(tmp)
         self._buffer, self._bytes, self._rows = {}, 0, 0
         self._index += 1
 
-    def close(self) -> list[Path]:
+    def close(self) -> dict[str, dict[str, Any]]:
         self.flush()
         return self.written
+
+
+def file_entry(path: Path) -> dict[str, Any]:
+    """What a manifest records of one file: its size and sha256 (checked by `pipeline verify`)."""
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def shard_set_problems(folder: Path, *, checksums: bool = False) -> list[str]:
+    """Why the shard set in `folder` cannot be used as is (empty list: complete). Sizes always,
+    sha256 when `checksums` (reads every byte)."""
+    done = folder / SHARD_SET_DONE
+    if not done.is_file():
+        return [f"{folder}: no {SHARD_SET_DONE} (never finished)"]
+    try:
+        files = json.loads(done.read_text())["files"]
+    except (ValueError, KeyError, TypeError):
+        return [f"{done}: unreadable or from an older version (no file list)"]
+    return [problem for name, entry in sorted(files.items())
+            if (problem := file_problem(folder / name, entry, checksums=checksums))]
+
+
+def file_problem(path: Path, entry: dict[str, Any], *, checksums: bool) -> str | None:
+    """None when `path` has the recorded size (and sha256); else what is wrong with it."""
+    if not path.is_file():
+        return f"{path}: missing"
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        return f"{path}: {size} bytes, expected {entry['bytes']} (truncated or replaced)"
+    if checksums and sha256_file(path) != entry["sha256"]:
+        return f"{path}: sha256 differs from the one recorded when it was written (altered or corrupt)"
+    return None
+
+
+def write_shard_set(segments: pd.DataFrame, folder: Path, *, load_session: Callable[[str], Any],
+                    make_arrays: Callable[[pd.Series, Any], dict[str, np.ndarray]], max_bytes: int, spec: dict,
+                    on_train: Callable[[dict[str, np.ndarray]], None] | None = None,
+                    extra_files: Callable[[], dict[str, Any]] | None = None) -> pd.DataFrame:
+    """Write every segment's arrays into per-split shards under `folder`; return the index.
+
+    `extra_files()` (called after the shards) returns JSON files to store in the set (name -> content),
+    such as the statistics `on_train` gathered: they are part of the set, so never out of step with it.
+
+    A complete set is reused as is: shard sets are keyed by what they contain, so adding an SSL
+    model never rewrites the head/FBank shards or another model's shards. Callers hold the
+    output lock (pipeline.common.fsutil.output_lock).
+    """
+    if not shard_set_problems(folder):
+        return pd.read_parquet(folder / "index.parquet")
+    staging = temporary_name(folder)
+    staging.mkdir(parents=True)
+    try:
+        index, files = _write_shards(segments, staging, load_session, make_arrays, max_bytes, spec, on_train)
+        table = pd.DataFrame(index, columns=["segment_id", "shard", "offset"])
+        with atomic_path(staging / "index.parquet") as tmp:
+            table.to_parquet(tmp, index=False)
+            files["index.parquet"] = file_entry(tmp)
+        for name, content in (extra_files() if extra_files else {}).items():
+            write_json_atomic(staging / name, content)
+            files[name] = file_entry(staging / name)
+        write_json_atomic(staging / SHARD_SET_DONE, {"spec": spec, "files": files})
+        if folder.exists():  # an unfinished or damaged set of an earlier run
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return table
+
+
+def _write_shards(segments: pd.DataFrame, folder: Path, load_session, make_arrays, max_bytes: int, spec: dict,
+                  on_train) -> tuple[list[dict], dict[str, dict[str, Any]]]:
+    index, files = [], {}
+    for split in SPLITS:
+        writer = ShardWriter(folder, split, max_bytes=max_bytes, metadata=spec_metadata(spec))
+        current, tables = None, None
+        for _, seg in segments[segments["split"] == split].iterrows():
+            if seg["session_id"] != current:  # segments are sorted by session: load each once
+                current = seg["session_id"]
+                tables = load_session(current)
+            arrays = make_arrays(seg, tables)
+            name, offset = writer.add(arrays)
+            index.append({"segment_id": seg["segment_id"], "shard": name, "offset": offset})
+            if split == "train" and on_train is not None and not seg["overlap_extra"]:
+                on_train(arrays)  # overlapping windows would count their frames twice
+        files.update(writer.close())
+    return index, files
 
 
 @dataclass

@@ -8,6 +8,7 @@ while anything else (a bug, out of memory) propagates and fails the task loudly.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -33,6 +34,8 @@ def prepare_worker() -> None:
     quiet_native_logs()
     if _in_dask_worker():
         quiet_third_party()
+        # a batch that ends early cancels its other jobs; each cancellation logs a WARNING in its worker
+        logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
 
 
 def rejected_record(job: dict[str, Any], stage: str, exc: InputError) -> dict[str, Any]:
@@ -62,6 +65,7 @@ def run_head_job(job: dict[str, Any]) -> dict[str, Any]:
             savgol_window=cfg["savgol_window"], savgol_order=cfg["savgol_order"],
             smoothing=cfg["smoothing"], smoothing_min_cutoff_hz=cfg["smoothing_min_cutoff_hz"],
             smoothing_beta=cfg["smoothing_beta"])
+        require_plausible_pose(table, job["video"], tuple(cfg["channels"]))
     except InputError as exc:
         record = rejected_record(job, "head", exc)
     else:
@@ -157,6 +161,25 @@ def require_finite(values: np.ndarray, path: str | Path, what: str, *, frames_pe
         t = (first_frame + int(np.argmax(rows))) / frames_per_s
         raise MediaError(path, f"{what} features are not finite from {t:.2f} s ({int(rows.sum())} frames): the "
                                "recording (or the model's precision) produced NaN/inf; not stored", f"t={t:.2f} s")
+
+
+ANGLE_LIMIT_DEG = 180.0  # Euler angles (pipeline.features.head.pose) lie in [-180, 180]
+
+
+def require_plausible_pose(table: Any, path: str | Path, channels: tuple[str, ...]) -> None:
+    """Head poses are checked before they are stored: a valid frame has finite static channels and
+    angles inside [-180, 180] degrees; anything else means a broken decoder or landmark output."""
+    valid = table["valid"].to_numpy(bool)
+    for name in channels:
+        values = table[name].to_numpy(np.float64)
+        limit = ANGLE_LIMIT_DEG if name in ("pitch", "yaw", "roll") else np.inf
+        bad = valid & ~(np.isfinite(values) & (np.abs(values) <= limit))
+        if bad.any():
+            first = int(np.argmax(bad))
+            t = float(table["time_s"].iloc[first])
+            raise MediaError(path, f"head {name} is {values[first]!r} at {t:.2f} s ({int(bad.sum())} frames); "
+                                   f"expected a finite value{f' within ±{limit:g}°' if np.isfinite(limit) else ''}",
+                             f"t={t:.2f} s")
 
 
 def _write_npy_blocks(job: dict[str, Any], blocks: Iterable[np.ndarray], shape: tuple[int, ...],

@@ -13,6 +13,7 @@ units; the trackers return (x·W, y·H, z·W) so the three axes are isotropic pi
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,7 +228,9 @@ def track_video(
     hop = 1.0 / fps_out
     if not path.is_file():
         raise MediaError(path, "video file not found", where=_fmt_t(0.0))
-    capture = cv2.VideoCapture(str(path))
+    # OpenCV's FFmpeg backend reads its open options from the environment at each open: local files only
+    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "protocol_whitelist;file")
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if not capture.isOpened():
         raise MediaError(path, "cannot open as a video (expected a readable video container)", _fmt_t(0.0))
     try:
