@@ -226,3 +226,9 @@ def test_rehash_trusts_no_cached_hash(tmp_path):
     (tmp_path / "cache.json").write_text(json.dumps(entries))
     assert FileHashCache(tmp_path / "cache.json").sha256(f) == "0" * 64  # trusted by default
     assert FileHashCache(tmp_path / "cache.json", rehash=True).sha256(f) != "0" * 64
+
+
+def test_csv_syntax_errors_are_quarantined_with_the_line(tmp_path):
+    make_session(tmp_path, "s1", "participant_id,video,audio\nA,a.mp4,a.wav\nB,b.mp4,\"" + "x" * 200_000 + "\"\n")
+    with pytest.raises(CorpusLayoutError, match=r"participants\.csv \(line 3\): not valid CSV: field larger than"):
+        read_session(tmp_path, "s1")

@@ -224,6 +224,8 @@ def test_same_participant_overlaps_merge_and_zero_turn_participant_ok(tmp_path):
         ("participant_id,start_s,end_s\nA,0,1\n\nA,3,3\n", "line 4", "end must be after start"),
         ("participant_id,start_s,end_s\nA,0,1\nC,1,2\n", "line 3", "unknown participant 'C'"),
         ("participant_id,start_s,end_s\nA,0,1\nB,1,30\n", "line 3", "beyond the recording"),
+        ("participant_id,start_s,end_s\nA,0,1\nB,1,\"" + "x" * 200_000 + "\"\n", "line 3", "not valid CSV"),
+        ("x" * 100_000 + ",start_s,end_s\n", "line 1", "found 'xxxxx"),
     ],
 )
 def test_csv_errors_name_file_and_line(tmp_path, body, where, words):
@@ -234,6 +236,7 @@ def test_csv_errors_name_file_and_line(tmp_path, body, where, words):
     msg = str(ei.value)
     assert str(p) in msg and f"({where})" in msg and words in msg, msg
     assert ei.value.where == where
+    assert len(msg) < 500  # input text is quoted and cut, never copied whole into a report
 
 
 def test_duration_tolerance_is_half_a_second(tmp_path):

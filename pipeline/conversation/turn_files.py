@@ -11,10 +11,12 @@ import csv
 import io
 import math
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from pipeline.common.errors import AnnotationError
+from pipeline.common.errors import AnnotationError, quote_input
 
 # CSV header names accepted for the participant column (the first is the documented one).
 _PARTICIPANT_ALIASES = ("participant_id", "participant", "speaker", "speaker_id")
@@ -54,13 +56,25 @@ def read_annotation_text(path: Path) -> str:
         ) from None
 
 
+def _records(reader: Any, path: Path) -> Iterator[list[str]]:
+    """The rows of a csv.reader; a CSV syntax error (a field over the size limit, a NUL byte) names the line."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise AnnotationError(path, f"not valid CSV: {exc}", f"line {reader.line_num}") from None
+        yield row
+
+
 def read_csv_spans(path: Path) -> list[RawSpan]:
     """Rows under a header naming the participant (`participant_id` or an alias), `start_s`, `end_s`
     and optionally `label`; blank lines are skipped."""
     reader = csv.reader(io.StringIO(read_annotation_text(path), newline=""))
     header: list[str] | None = None
     raws: list[RawSpan] = []
-    for row in reader:
+    for row in _records(reader, path):
         line = reader.line_num
         if not row or all(not c.strip() for c in row):
             continue
@@ -74,7 +88,7 @@ def read_csv_spans(path: Path) -> list[RawSpan]:
                 raise AnnotationError(
                     path,
                     f"missing column(s) {missing}: expected header participant_id,start_s,end_s[,label], "
-                    f"found {header}",
+                    f"found {quote_input(','.join(header))}",
                     f"line {line}",
                 )
             ip, i0, i1 = header.index(pcol), header.index("start_s"), header.index("end_s")

@@ -153,6 +153,53 @@ def _parse_float(raw: str, column: str, csv_path: Path, where: str) -> float:
     return value
 
 
+def _csv_rows(csv_path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(header, [(line number, row)]) of participants.csv; CSV syntax errors name the line."""
+    with io.StringIO(_participants_text(csv_path), newline="") as f:
+        reader = csv.DictReader(f)
+        try:
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            rows = [(reader.line_num, row) for row in reader]
+        except csv.Error as exc:  # e.g. a field over the csv module's size limit, a NUL byte
+            raise CorpusLayoutError(csv_path, f"not valid CSV: {exc}", f"line {reader.reader.line_num}") from None
+    return header, rows
+
+
+def _check_header(header: list[str], csv_path: Path) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise CorpusLayoutError(csv_path, f"missing column(s) {missing}; header is "
+                                f"{quote_input(','.join(header))}", "line 1")
+    unknown = [c for c in header if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    if unknown:
+        raise CorpusLayoutError(csv_path, f"unknown column(s) {quote_input(','.join(unknown))}; allowed: "
+                                f"{list(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}", "line 1")
+
+
+def _participant_entry(raw: dict, where: str, csv_path: Path, session_dir: Path, corpus: Path) -> ParticipantEntry:
+    """One row of participants.csv, checked: id, crop rectangle, audio offset, media inside the corpus."""
+    row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+    pid = check_safe_id(row["participant_id"], "participant id", csv_path, where)
+    crop = None
+    crop_values = [row.get(c, "") for c in CROP_COLUMNS]
+    if any(crop_values):
+        if not all(crop_values):
+            raise CorpusLayoutError(csv_path, "crop needs all of crop_x,crop_y,crop_w,crop_h", where)
+        nums = [_parse_float(v, c, csv_path, where) for v, c in zip(crop_values, CROP_COLUMNS, strict=True)]
+        if any(n != int(n) for n in nums) or nums[0] < 0 or nums[1] < 0 or nums[2] <= 0 or nums[3] <= 0:
+            raise CorpusLayoutError(csv_path, f"crop must be whole pixels with x,y >= 0 and w,h > 0, "
+                                    f"got {crop_values}", where)
+        crop = tuple(int(n) for n in nums)
+    offset = _parse_float(row["audio_offset_s"], "audio_offset_s", csv_path, where) \
+        if row.get("audio_offset_s") else 0.0
+    if abs(offset) > MAX_AUDIO_OFFSET_S:
+        raise CorpusLayoutError(csv_path, f"audio_offset_s {offset:g} s: expected at most "
+                                f"{MAX_AUDIO_OFFSET_S:g} s either way", where)
+    return ParticipantEntry(participant_id=pid, video=_resolve_media(session_dir, row["video"], csv_path, where, corpus),
+                            audio=_resolve_media(session_dir, row["audio"], csv_path, where, corpus),
+                            crop=crop, audio_offset_s=offset)
+
+
 def read_session(corpus: str | Path, session_id: str) -> SessionSpec:
     """Parse and validate one session folder; raise CorpusLayoutError naming file and line."""
     corpus = Path(corpus)
@@ -163,42 +210,9 @@ def read_session(corpus: str | Path, session_id: str) -> SessionSpec:
     if not csv_path.is_file():
         raise CorpusLayoutError(csv_path, "missing participants.csv (columns participant_id,video,audio)")
     _check_inside_corpus(csv_path, corpus, "participants.csv", csv_path)
-    with io.StringIO(_participants_text(csv_path), newline="") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
-            raise CorpusLayoutError(csv_path, f"missing column(s) {missing}; header is "
-                                    f"{quote_input(','.join(header))}", "line 1")
-        unknown = [c for c in header if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
-        if unknown:
-            raise CorpusLayoutError(csv_path, f"unknown column(s) {quote_input(','.join(unknown))}; allowed: "
-                                    f"{list(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}", "line 1")
-        entries: list[ParticipantEntry] = []
-        for lineno, raw in enumerate(reader, start=2):
-            row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
-            where = f"line {lineno}"
-            pid = check_safe_id(row["participant_id"], "participant id", csv_path, where)
-            crop = None
-            crop_values = [row.get(c, "") for c in CROP_COLUMNS]
-            if any(crop_values):
-                if not all(crop_values):
-                    raise CorpusLayoutError(csv_path, "crop needs all of crop_x,crop_y,crop_w,crop_h", where)
-                nums = [_parse_float(v, c, csv_path, where) for v, c in zip(crop_values, CROP_COLUMNS, strict=True)]
-                if any(n != int(n) for n in nums) or nums[0] < 0 or nums[1] < 0 or nums[2] <= 0 or nums[3] <= 0:
-                    raise CorpusLayoutError(csv_path, f"crop must be whole pixels with x,y >= 0 and w,h > 0, "
-                                            f"got {crop_values}", where)
-                crop = tuple(int(n) for n in nums)
-            offset = _parse_float(row["audio_offset_s"], "audio_offset_s", csv_path, where) \
-                if row.get("audio_offset_s") else 0.0
-            if abs(offset) > MAX_AUDIO_OFFSET_S:
-                raise CorpusLayoutError(csv_path, f"audio_offset_s {offset:g} s: expected at most "
-                                        f"{MAX_AUDIO_OFFSET_S:g} s either way", where)
-            entries.append(ParticipantEntry(
-                participant_id=pid,
-                video=_resolve_media(session_dir, row["video"], csv_path, where, corpus),
-                audio=_resolve_media(session_dir, row["audio"], csv_path, where, corpus),
-                crop=crop, audio_offset_s=offset))
+    header, rows = _csv_rows(csv_path)
+    _check_header(header, csv_path)
+    entries = [_participant_entry(raw, f"line {lineno}", csv_path, session_dir, corpus) for lineno, raw in rows]
     ids = [e.participant_id for e in entries]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:

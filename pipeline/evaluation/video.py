@@ -114,7 +114,9 @@ class SpeakerAudio:
     def for_dataset(cls, dataset_dir: Path, corpus: str | Path | None) -> SpeakerAudio:
         """`corpus`, else the corpus recorded in the dataset's build record, else none."""
         if corpus is None:
-            manifest = json.loads((dataset_dir / "manifest.json").read_text())
+            from pipeline.dataset.manifest import read_manifest
+
+            manifest = read_manifest(dataset_dir)
             record = dataset_dir / f"build-{manifest.get('build_id')}.json"
             if record.is_file():
                 corpus = json.loads(record.read_text()).get("corpus")
