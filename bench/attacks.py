@@ -216,11 +216,19 @@ def input_attacks() -> list[Attack]:
     ]
 
 
-def prepare(work: Path, attacks: list[Attack]) -> tuple[Path, Path]:
+def pristine_corpus(root: Path) -> Path:
+    """The quick sample corpus, generated once per bench run and copied for each use."""
     from pipeline.sample.generate import make_sample_corpus
 
+    corpus = root / "pristine"
+    if not (corpus / ".complete.json").is_file():
+        make_sample_corpus(corpus, quick=True)
+    return corpus
+
+
+def prepare(work: Path, attacks: list[Attack], pristine: Path) -> tuple[Path, Path]:
     corpus, outside = work / "corpus", work / "outside"
-    make_sample_corpus(corpus, quick=True)
+    shutil.copytree(pristine, corpus)
     outside.mkdir(exist_ok=True)
     (outside / "secret.csv").write_text(f"participant_id,video,audio\n{SECRET},P01.mp4,P01.wav\n")
     for name in ("P01.mp4", "P01.wav"):
@@ -275,19 +283,25 @@ def classify(attack: Attack, rejected, segments, card: str, leaks: list[str]) ->
     return ("handled" if named else "partial"), text
 
 
-def run_input_attacks(work: Path, only: set[str]) -> list[tuple[str, str, str, str]]:
+def run_input_attacks(work: Path, only: set[str], pristine: Path) -> list[tuple[str, str, str, str]]:
     import pandas as pd
 
     attacks = [a for a in input_attacks() if not only or a.name in only]
-    corpus, _ = prepare(work, attacks)
+    work.mkdir(parents=True)
+    corpus, _ = prepare(work, attacks, pristine)
     out = work / "out"
     started = time.perf_counter()
     done = build(corpus, out)
     print(f"build over {len(attacks)} attacked sessions + 3 good ones: rc {done.returncode}, "
           f"{time.perf_counter() - started:.0f} s", flush=True)
-    if done.returncode != 0:
-        tail = done.stderr.strip().splitlines()[-15:]
-        return [(a.name, a.what, "crashed", "build failed: " + " / ".join(tail)[-300:]) for a in attacks]
+    if done.returncode != 0:  # find which attacks crash it: one build each, beside the good sessions
+        if len(attacks) == 1:
+            error = next((ln for ln in reversed(done.stderr.splitlines()) if "Error" in ln), "")
+            return [(attacks[0].name, attacks[0].what, "crashed", f"build failed: {error.strip()[:200]}")]
+        rows = []
+        for i, attack in enumerate(attacks):
+            rows += run_input_attacks(work / f"alone-{i:02d}", {attack.name}, pristine)
+        return [r for r in rows if r[0] != "good_sessions_survive"]
     dataset = out / "dataset"
     rejected = pd.read_csv(dataset / "rejected.csv", dtype=str, keep_default_na=False)
     segments = pd.read_parquet(dataset / "segments.parquet")
@@ -303,13 +317,11 @@ def run_input_attacks(work: Path, only: set[str]) -> list[tuple[str, str, str, s
 # ---- faults on a built dataset ----------------------------------------------------------------------------
 
 
-def fault_attacks(work: Path) -> list[tuple[str, str, str, str]]:
-    """Concurrent runs, damaged outputs and bad settings on a small good corpus."""
+def fault_attacks(work: Path, pristine: Path) -> list[tuple[str, str, str, str]]:
+    """Concurrent runs, damaged outputs and bad settings on the good sample corpus."""
     from pipeline.dataset.manifest import dataset_problems
-    from pipeline.sample.generate import make_sample_corpus
 
-    corpus, out = work / "good_corpus", work / "good_out"
-    make_sample_corpus(corpus, quick=True)
+    corpus, out = pristine, work / "good_out"
     rows = []
     # two builds into one --out whose command lines differ
     cmd = [sys.executable, "-m", "luigi", "--module", "pipeline", "BuildSplits", "--corpus", str(corpus),
@@ -390,16 +402,21 @@ def _bad_settings(corpus: Path, work: Path) -> list[tuple[str, str, str, str]]:
 
 
 def main() -> None:
+    from pipeline.common.logs import filter_native_stderr, quiet_native_logs
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--workdir", default="")
     parser.add_argument("--only", default="", help="comma-separated attack names (input attacks)")
     parser.add_argument("--skip-faults", action="store_true")
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="lhg-attacks-"))
+    quiet_native_logs()
+    filter_native_stderr()
     only = {n for n in args.only.split(",") if n}
-    rows = run_input_attacks(work, only)
+    pristine = pristine_corpus(work)
+    rows = run_input_attacks(work / "inputs", only, pristine)
     if not args.skip_faults:
-        rows += fault_attacks(work)
+        rows += fault_attacks(work, pristine)
     width = max(len(r[0]) for r in rows)
     for name, _what, outcome, evidence in rows:
         print(f"{name:<{width}}  {outcome:<8}  {evidence[:200]}")

@@ -44,7 +44,7 @@ def test_shards_get_the_permissions_of_every_other_output(tmp_path):
     writer.close()
     shard = tmp_path / "train-00000.safetensors"
     assert stat.S_IMODE(shard.stat().st_mode) == FILE_MODE  # safetensors alone creates 0600
-    assert FILE_MODE == 0o666 & ~_umask()
+    assert 0o666 & ~_umask() == FILE_MODE
 
 
 def _umask() -> int:

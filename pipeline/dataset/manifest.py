@@ -61,9 +61,11 @@ def shard_rows(path: Path) -> dict[str, int]:
     return {name: int(meta["shape"][0]) for name, meta in header.items() if name != "__metadata__"}
 
 
-def dataset_problems(dataset_dir: str | Path, *, checksums: bool = False) -> list[str]:
+def dataset_problems(dataset_dir: str | Path, *, checksums: bool = False,
+                     ssl_sets: set[str] | None = None) -> list[str]:
     """Everything wrong with a built dataset (empty list: intact). Sizes and segment bounds always;
-    sha256 of every listed file when `checksums` (reads every byte once)."""
+    sha256 of every listed file when `checksums` (reads every byte once), except the SSL sets not
+    in `ssl_sets` when it is given (a training run hashes only the features it reads)."""
     dataset_dir = Path(dataset_dir)
     try:
         manifest = read_manifest(dataset_dir)
@@ -72,8 +74,11 @@ def dataset_problems(dataset_dir: str | Path, *, checksums: bool = False) -> lis
     files = manifest.get("files")
     if not files:
         return [f"{dataset_dir / MANIFEST_FILE}: lists no files (written by an older version); rebuild the dataset"]
+    skipped = tuple(entry["dir"] + "/" for name, entry in manifest["ssl"].items()
+                    if ssl_sets is not None and name not in ssl_sets)
     problems = [p for name, entry in files.items()
-                if (p := file_problem(dataset_dir / name, entry, checksums=checksums))]
+                if (p := file_problem(dataset_dir / name, entry,
+                                      checksums=checksums and not any(name.startswith(d) for d in skipped)))]
     if problems:
         return problems
     return _segment_problems(dataset_dir, manifest, set(files))
@@ -109,3 +114,13 @@ def _segment_problems(dataset_dir: Path, manifest: dict, listed: set[str]) -> li
                 problems.append(f"{dataset_dir / shard}: holds {n_rows} frames, its segments need {end}"
                                 f"{' (SSL set ' + name + ')' if name else ''}")
     return problems
+
+
+def require_intact(dataset_dir: str | Path, *, ssl_sets: set[str] | None = None) -> None:
+    """Refuse to train on or evaluate a dataset whose files are missing or altered: flipped bits in a
+    shard otherwise give numbers that look like results."""
+    problems = dataset_problems(dataset_dir, checksums=True, ssl_sets=ssl_sets)
+    if problems:
+        raise CorruptOutputError(Path(dataset_dir) / MANIFEST_FILE, "the dataset is damaged:\n  "
+                                 + "\n  ".join(problems[:10]) + "\ndelete the files named and run BuildSplits again: it "
+                                 "rewrites them")
