@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.conversation.segments import parse_segment_id, segment_id
 from pipeline.dataset.splits import SPLITS, assign_splits, validate_ratios
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,7 +26,7 @@ def make_segments(sessions, seg_s: float = 8.0) -> pd.DataFrame:
             speaker = next(p for p in people if p != listener)
             for k in range(n):
                 start = round(k * seg_s, 2)
-                rows.append((f"{sess}_{listener}_{k:07d}", sess, listener, speaker, start, start + seg_s))
+                rows.append((segment_id(sess, listener, k), sess, listener, speaker, start, start + seg_s))
     return pd.DataFrame(
         rows, columns=["segment_id", "session_id", "listener_id", "speaker_id", "start_s", "end_s"]
     )
@@ -170,10 +171,10 @@ def test_person_mode_conflict_excludes_linking_session():
         "N": "train",
         **{p: res.registry["assignments"][p] for p in ("E", "F")},
     }
-    excluded_sessions = {sid.split("_")[0] for sid in res.excluded["segment_id"]}
+    excluded_sessions = {parse_segment_id(sid)[0] for sid in res.excluded["segment_id"]}
     assert excluded_sessions == {"s3", "s5"}
     assert set(res.report["excluded_sessions"]) == {"s3", "s5"}
-    reason = res.excluded.set_index("segment_id")["reason"]["s3_A_0000000"]
+    reason = res.excluded.set_index("segment_id")["reason"]["s3~A~0000000"]
     assert "session s3" in reason and "A: train" in reason and "B: test" in reason
     assert "N->train" in res.report["excluded_sessions"]["s5"]
     assert not res.segments["session_id"].isin(["s3", "s5"]).any()
