@@ -111,8 +111,8 @@ def no_segment_problem(spec: SessionSpec, result: SessionSegments, heads: Mappin
 
     `quarantined` maps a participant whose media were quarantined to the quarantined file.
     """
-    stats, dropped = result.stats, result.dropped
-    turns = spec.turns_path
+    stats, turns = result.stats, spec.turns_path
+    dropped = result.dropped[~result.dropped["overlap_extra"].astype(bool)]  # count each stretch's tiling once
     if not stats["n_turns"]:
         return AnnotationError(turns, f"no talk annotated (no turns), so no listener stretch of >= "
                                       f"{cfg.min_segment_s:g} s and no segment")
@@ -122,8 +122,11 @@ def no_segment_problem(spec: SessionSpec, result: SessionSegments, heads: Mappin
                                f"t=0-{stats['turns_end_s']:g} s")
     causes = [*_quarantine_causes(dropped, quarantined), *_audio_causes(spec, dropped, fbank_frames),
               *_head_causes(spec, dropped, heads, stats["turns_end_s"])]
-    _, path, where, error, _ = max(causes, key=lambda c: c[0]) if causes else (0, turns, "", AnnotationError, "")
-    texts = "; ".join(c[4] for c in causes) or "; ".join(sorted(set(dropped["reason"])))
+    if not causes:  # a drop reason without an explanation here: say it as recorded
+        return AnnotationError(turns, f"all {len(dropped)} segment(s) cut from the turns were dropped: "
+                                      + "; ".join(sorted(set(dropped["reason"]))))
+    _, path, where, error, _ = max(causes, key=lambda c: c[0])  # the file behind most drops
+    texts = "; ".join(c[4] for c in causes)
     return error(path, f"all {len(dropped)} segment(s) cut from the turns were dropped: {texts}", where or None)
 
 
@@ -182,6 +185,26 @@ def _usable_tables(records: list[RecordingRecord]) -> dict[str, Path]:
     return {r.participant_id: r.data_file for r in records if r.ok}
 
 
+def _segments_or_problem(spec: SessionSpec, head_paths: dict[str, Path], fbank_paths: dict[str, Path],
+                         cfg: SessionConfig) -> tuple[SessionSegments | None, InputError | None, str]:
+    """`(segments, None, "")`, or `(None, why the session is quarantined, at which stage)`."""
+    usable = sorted(set(head_paths) & set(fbank_paths))
+    if len(usable) < 2:
+        return None, MediaError(spec.root, f"fewer than two participants with usable video and audio "
+                                           f"(usable: {usable or 'none'})"), "session"
+    heads = {p: pd.read_parquet(head_paths[p]) for p in usable}
+    fbanks = {p: int(np.load(fbank_paths[p], mmap_mode="r").shape[0]) for p in usable}
+    try:
+        result = build_session_segments(spec.session_id, spec.turns_path, spec.participant_ids, heads, fbanks, cfg)
+    except InputError as exc:
+        return None, exc, "turns"
+    if not result.stats["n_segments"]:  # nothing to learn from: quarantined, naming what to fix
+        quarantined = {p: (spec.participant(p).audio if p in head_paths else spec.participant(p).video)
+                       for p in spec.participant_ids if p not in usable}
+        return None, no_segment_problem(spec, result, heads, fbanks, quarantined, cfg), "segments"
+    return result, None, ""
+
+
 def process_session(spec: SessionSpec, head: list[RecordingRecord], audio: list[RecordingRecord],
                     cfg: SessionConfig, out_record: str | Path) -> SessionRecord:
     """Cut one session's listener segments and write `<out_record>` (JSON) plus its Parquet tables.
@@ -194,23 +217,7 @@ def process_session(spec: SessionSpec, head: list[RecordingRecord], audio: list[
     usable = sorted(set(head_paths) & set(fbank_paths))
     tables = {"head_tables": {p: str(head_paths[p]) for p in usable},
               "fbank_tables": {p: str(fbank_paths[p]) for p in usable}}
-    result, problem, stage = None, None, "session"
-    if len(usable) < 2:
-        problem = MediaError(spec.root, f"fewer than two participants with usable video and audio "
-                                        f"(usable: {usable or 'none'})")
-    else:
-        heads = {p: pd.read_parquet(head_paths[p]) for p in usable}
-        fbanks = {p: int(np.load(fbank_paths[p], mmap_mode="r").shape[0]) for p in usable}
-        try:
-            result = build_session_segments(spec.session_id, spec.turns_path, spec.participant_ids, heads, fbanks,
-                                            cfg)
-        except InputError as exc:
-            problem, stage = exc, "turns"
-        if result is not None and not result.stats["n_segments"]:  # nothing to learn from: quarantined, named
-            quarantined = {p: (spec.participant(p).audio if p in head_paths else spec.participant(p).video)
-                           for p in spec.participant_ids if p not in usable}
-            problem = no_segment_problem(spec, result, heads, fbanks, quarantined, cfg)
-            result, stage = None, "segments"
+    result, problem, stage = _segments_or_problem(spec, head_paths, fbank_paths, cfg)
     if result is None:
         record = SessionRecord(spec.session_id, "rejected", **tables,
                                rejection=Rejection.from_error(problem, spec.session_id, stage=stage))
