@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 from pipeline.common.fsutil import atomic_path, stable_hash, write_json_atomic
 from pipeline.config import BuildConfig
 from pipeline.conversation.segments import span_frames
-from pipeline.corpus.layout import skipped_entries
 from pipeline.dataset.plan import BuildPlan, SSLModel, WorkLayout
 from pipeline.dataset.shards import RunningStats, ShardWriter, spec_metadata
 from pipeline.dataset.splits import assign_splits
@@ -334,6 +333,7 @@ def assemble_build(plan: BuildPlan, cfg: BuildConfig, *, out: str | Path, corpus
 
     Returns the build summary (also stored as `dataset/build-<id>.json`, the completion marker).
     """
+    from pipeline.corpus.layout import skipped_entries
     from pipeline.dataset.datacard import write_data_card, write_rejected
 
     layout = WorkLayout.of(out, cfg)
