@@ -45,7 +45,10 @@ SEGMENTS_SCHEMA = pa.schema([
     pa.field("shard", pa.string(), nullable=False),
     pa.field("offset", pa.int64(), nullable=False),
 ])
-"""`<out>/dataset/segments.parquet`: one row per listener segment. `shard`/`offset` locate the
+"""`<out>/dataset/segments.parquet`: one row per listener segment. `segment_id` is
+`<session_id>~<listener_id>~<start frame, 7 digits>` plus `_o` for an overlapping window
+(`pipeline.conversation.segments.segment_id`): ids may contain `_`, never `~`, so the fields are
+unambiguous. `stretch_id` has the same form (the stretch's first frame). `shard`/`offset` locate the
 segment's frames (rows offset .. offset+n_frames) in the per-split tensor shards. `stretch_id`
 names the listener stretch (one listener, one speaker's floor, no listener interjection) the
 segment was cut from: the segments with `overlap_extra` False tile it in time order.

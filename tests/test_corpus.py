@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.common.errors import CorpusLayoutError
-from pipeline.corpus.layout import FileHashCache, discover_sessions, read_session, read_session_cached
+from pipeline.corpus.layout import (
+    FileHashCache,
+    discover_sessions,
+    read_session,
+    read_session_cached,
+    skipped_entries,
+)
 
 
 def make_session(root: Path, sid: str, csv_text: str, turns: str = "turns.csv") -> Path:
@@ -169,9 +175,24 @@ def test_hidden_and_stray_entries_are_reported(tmp_path, caplog):
     make_session(tmp_path, "s1", GOOD)
     (tmp_path / "sessions" / ".s2").mkdir()
     (tmp_path / "sessions" / "notes.txt").write_text("x")
+    (tmp_path / "sessions" / "gone").symlink_to(tmp_path / "nowhere")
     with caplog.at_level("WARNING"):
         assert discover_sessions(tmp_path) == ["s1"]
-    assert "skipped 2 entries" in caplog.text and "'.s2'" in caplog.text and "'notes.txt'" in caplog.text
+    assert "skipped 3 entries" in caplog.text and "'.s2': hidden folder" in caplog.text
+    assert "'notes.txt': a file, not a session folder" in caplog.text and "'gone': a link that points nowhere" \
+        in caplog.text
+    assert [e["name"] for e in skipped_entries(tmp_path)] == [".s2", "gone", "notes.txt"]
+    assert skipped_entries(tmp_path)[0]["reason"].startswith("hidden folder (name starts with '.')")
+
+
+def test_every_skipped_entry_is_counted_when_the_warning_is_cut(tmp_path, caplog):
+    make_session(tmp_path, "s1", GOOD)
+    for i in range(12):
+        (tmp_path / "sessions" / f".old{i:02d}").mkdir()
+    with caplog.at_level("WARNING"):
+        assert discover_sessions(tmp_path) == ["s1"]
+    assert "skipped 12 entries" in caplog.text and "'.old09'" in caplog.text and "'.old10'" not in caplog.text
+    assert "and 2 more (listed in the data card)" in caplog.text and len(skipped_entries(tmp_path)) == 12
 
 
 def test_long_header_is_quoted_and_cut(tmp_path):

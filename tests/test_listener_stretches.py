@@ -122,8 +122,8 @@ def test_overlap_stride_adds_windows_inside_the_stretch_only():
     # windows of 137 frames every 50 frames (4 s) after the stretch start, while they fit in 300 frames
     assert extra["start_s"].tolist() == [4.0, 8.0, 12.0] and (extra["n_frames"] == 137).all()
     assert extra["segment_id"].str.endswith("_o").all() and seg["segment_id"].is_unique
-    assert (extra["stretch_id"] == "s_B_0000000").all()
-    assert (seg.loc[seg["start_s"] >= 30.0, "stretch_id"] == "s_B_0000375").all()
+    assert (extra["stretch_id"] == "s~B~0000000").all()
+    assert (seg.loc[seg["start_s"] >= 30.0, "stretch_id"] == "s~B~0000375").all()
     assert not cut_listener_segments(floor, ["A", "B"], session_id="s")["overlap_extra"].any()
 
 

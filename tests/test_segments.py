@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.config import SessionConfig
 from pipeline.conversation.segments import cut_listener_segments, drop_invalid_segments
 from schemas.conventions import HEAD_HOP_S
 
@@ -36,9 +37,9 @@ def test_columns_and_types():
         "overlap_extra",
     ]
     assert seg["n_frames"].dtype == "int64" and seg["overlap_extra"].dtype == bool
-    assert seg["stretch_id"].tolist() == ["s1_B_0000000"] and not seg["overlap_extra"].any()
+    assert seg["stretch_id"].tolist() == ["s1~B~0000000"] and not seg["overlap_extra"].any()
     assert seg.loc[0, ["segment_id", "session_id", "listener_id", "speaker_id"]].tolist() == [
-        "s1_B_0000000",
+        "s1~B~0000000",
         "s1",
         "B",
         "A",
@@ -72,7 +73,7 @@ def test_frame_grid_alignment_without_float_drift():
     frames_start = seg["start_s"].to_numpy() / HEAD_HOP_S
     assert np.allclose(frames_start, np.round(frames_start), atol=1e-6)
     assert seg["start_s"].iloc[0] == pytest.approx(1234.08)
-    assert seg["segment_id"].iloc[0] == "s1_B_0015426"
+    assert seg["segment_id"].iloc[0] == "s1~B~0015426"
     assert seg["end_s"].iloc[-1] <= 1254.05 + 1e-9
     n = np.round((seg["end_s"] - seg["start_s"]) / HEAD_HOP_S).astype(int)
     assert (n == seg["n_frames"]).all()
@@ -123,12 +124,12 @@ def test_drop_invalid_segments():
         "B": head_table(289, invalid=range(100, 111)),
     }
     kept, dropped = drop_invalid_segments(seg, heads)
-    assert kept["segment_id"].tolist() == ["s_B_0000000"]
+    assert kept["segment_id"].tolist() == ["s~B~0000000"]
     assert kept["invalid_frac"].tolist() == [pytest.approx(0.10)]
-    assert dropped["segment_id"].tolist() == ["s_A_0000100", "s_B_0000200"]
+    assert dropped["segment_id"].tolist() == ["s~A~0000100", "s~B~0000200"]
     reasons = dropped.set_index("segment_id")["reason"]
-    assert "speaker B: 11/100 frames invalid" in reasons["s_A_0000100"]
-    assert "listener B: 11/100 frames invalid" in reasons["s_B_0000200"]
+    assert "speaker B: 11/100 frames invalid" in reasons["s~A~0000100"]
+    assert "listener B: 11/100 frames invalid" in reasons["s~B~0000200"]
     assert dropped["invalid_frac"].tolist() == [pytest.approx(0.11), pytest.approx(0.11)]
 
 
@@ -144,3 +145,33 @@ def test_frames_beyond_table_and_missing_participant_are_invalid():
         seg, {"A": head_table(100), "B": head_table(100)}, max_invalid_frac=0.0
     )
     assert len(kept) == 1 and kept["invalid_frac"].tolist() == [0.0] and dropped.empty
+
+
+def test_ids_with_underscores_do_not_collide_across_sessions(tmp_path):
+    """Session `k` with participant `x_L1` and session `k_x` with `L1` (legal ids) cut segments with
+    distinct ids and stretch ids, and get through split assignment of the build."""
+    from pipeline.config import BuildConfig
+    from pipeline.conversation.segments import parse_segment_id
+    from pipeline.conversation.session import build_session_segments
+    from pipeline.dataset.assemble import SessionInputs, _split_segments
+
+    n = 300  # 24 s of all-valid head frames and long enough audio
+    head = pd.DataFrame({"time_s": np.arange(n) * HEAD_HOP_S, "valid": np.ones(n, bool)})
+    sessions, tables = [("k", ["x_L1", "S"]), ("k_x", ["L1", "S2"])], []
+    for sid, (listener, speaker) in sessions:
+        turns = tmp_path / f"{sid}.csv"
+        turns.write_text(f"participant_id,start_s,end_s\n{speaker},0,20\n")
+        result = build_session_segments(sid, turns, [listener, speaker], {listener: head, speaker: head},
+                                        {listener: 8 * n, speaker: 8 * n}, SessionConfig())
+        assert len(result.segments) == 2
+        path = tmp_path / f"{sid}.parquet"
+        result.segments.assign(invalid_frac=0.0).to_parquet(path)
+        tables.append(SessionInputs(sid, path, {}, {}))
+    out = tmp_path / "dataset"
+    out.mkdir()
+    segments = _split_segments(tables, out, BuildConfig(), redraw=False)[0]
+    assert len(segments) == 4 and segments["segment_id"].is_unique
+    assert segments["stretch_id"].nunique() == 2
+    # 20 s of floor = 250 frames, cut into two 125-frame pieces per session
+    assert set(map(parse_segment_id, segments["segment_id"])) == {
+        (sid, listener, frame, False) for sid, listener in (("k", "x_L1"), ("k_x", "L1")) for frame in (0, 125)}

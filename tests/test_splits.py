@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.conversation.segments import parse_segment_id, segment_id
 from pipeline.dataset.splits import SPLITS, assign_splits, validate_ratios
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,7 +26,7 @@ def make_segments(sessions, seg_s: float = 8.0) -> pd.DataFrame:
             speaker = next(p for p in people if p != listener)
             for k in range(n):
                 start = round(k * seg_s, 2)
-                rows.append((f"{sess}_{listener}_{k:07d}", sess, listener, speaker, start, start + seg_s))
+                rows.append((segment_id(sess, listener, k), sess, listener, speaker, start, start + seg_s))
     return pd.DataFrame(
         rows, columns=["segment_id", "session_id", "listener_id", "speaker_id", "start_s", "end_s"]
     )
@@ -170,10 +171,10 @@ def test_person_mode_conflict_excludes_linking_session():
         "N": "train",
         **{p: res.registry["assignments"][p] for p in ("E", "F")},
     }
-    excluded_sessions = {sid.split("_")[0] for sid in res.excluded["segment_id"]}
+    excluded_sessions = {parse_segment_id(sid)[0] for sid in res.excluded["segment_id"]}
     assert excluded_sessions == {"s3", "s5"}
     assert set(res.report["excluded_sessions"]) == {"s3", "s5"}
-    reason = res.excluded.set_index("segment_id")["reason"]["s3_A_0000000"]
+    reason = res.excluded.set_index("segment_id")["reason"]["s3~A~0000000"]
     assert "session s3" in reason and "A: train" in reason and "B: test" in reason
     assert "N->train" in res.report["excluded_sessions"]["s5"]
     assert not res.segments["session_id"].isin(["s3", "s5"]).any()
@@ -215,3 +216,34 @@ def test_bad_segments_rejected():
         assign_splits(seg.drop(columns="speaker_id"))
     with pytest.raises(ValueError, match="mode"):
         assign_splits(seg, mode="speaker")  # type: ignore[arg-type]
+
+
+def linked_corpus():
+    """5 sessions, 6 people: the trios {A, B, C} and {D, E, F} meet twice each, s5 links C and D."""
+    return [("s1", ["A", "B", "C"], {"A": 5, "B": 5, "C": 5}), ("s2", ["C", "A", "B"], {"A": 5, "B": 5, "C": 5}),
+            ("s3", ["D", "E", "F"], {"D": 5, "E": 5, "F": 5}), ("s4", ["F", "D", "E"], {"D": 5, "E": 5, "F": 5}),
+            ("s5", ["C", "D"], {"C": 5, "D": 5})]
+
+
+def test_person_mode_with_one_linked_group_says_why_valid_and_test_are_empty(caplog):
+    seg = make_segments(linked_corpus())
+    with caplog.at_level("WARNING", logger="pipeline.dataset.splits"):
+        res = assign_splits(seg, mode="person")
+    assert {s: res.report["splits"][s]["n_segments"] for s in SPLITS} == {"train": len(seg), "valid": 0, "test": 0}
+    (warning,) = res.report["warnings"]
+    assert "valid and test are empty" in warning and "1 group(s)" in warning
+    assert "{A, B, C, D, E, F} via s1 (A, B, C), s2 (A, B, C), s3 (D, E, F), s4 (D, E, F), s5 (C, D)" in warning
+    assert "without s5 it would split up" in warning  # the only session joining the two trios
+    assert "--disjoint listener" in warning and warning in caplog.text
+    with pytest.raises(RuntimeError, match="--strict: --disjoint person: valid and test are empty"):
+        assign_splits(seg, mode="person", strict=True)
+    listener = assign_splits(seg, mode="listener", strict=True)  # 6 listeners for 3 splits: fine
+    assert listener.report["warnings"] == [] and all(listener.report["splits"][s]["n_segments"] for s in SPLITS)
+
+
+def test_too_few_listeners_for_the_splits_is_explained():
+    res = assign_splits(make_segments([("s1", ["A", "B"], {"A": 5, "B": 5})]))
+    (warning,) = res.report["warnings"]
+    assert "test is empty" in warning and "2 listener(s) for 3 splits" in warning
+    assert assign_splits(make_segments([("s1", ["A", "B"], {"A": 5, "B": 5})]),
+                         ratios=(0.5, 0.5, 0.0)).report["warnings"] == []

@@ -17,7 +17,33 @@ from schemas.conventions import HEAD_HOP_S, MAX_SEGMENT_S, MIN_SEGMENT_S
 SEGMENT_COLUMNS = ["segment_id", "session_id", "listener_id", "speaker_id", "start_s", "end_s", "n_frames",
                    "stretch_id", "overlap_extra"]
 CUT_RULES = ("equal", "greedy")
+# Ids may contain '_' (schemas.inputs.SAFE_ID), so fields joined by '_' were ambiguous: session `k` with
+# participant `x_L1` and session `k_x` with `L1` both gave `k_x_L1_...`. '~' is outside SAFE_ID, plain in file
+# names, CSV, JSON and shells (mid-word), and not the '+' that evaluation window ids append.
+SEGMENT_ID_SEP = "~"
+OVERLAP_SUFFIX = "_o"
 _EPS = 1e-9
+
+
+def segment_id(session_id: str, listener_id: str, start_frame: int, *, overlap_extra: bool = False) -> str:
+    """`<session>~<listener>~<start frame, 7 digits>[_o]`: unique per session, listener and start frame.
+
+    Stretch ids have the same form (the stretch's first frame). The separator never occurs in an id.
+    """
+    for what, value in (("session id", session_id), ("listener id", listener_id)):
+        if SEGMENT_ID_SEP in value:
+            raise ValueError(f"{what} {value!r} contains {SEGMENT_ID_SEP!r}, the segment id separator")
+    tail = OVERLAP_SUFFIX if overlap_extra else ""
+    return f"{session_id}{SEGMENT_ID_SEP}{listener_id}{SEGMENT_ID_SEP}{start_frame:07d}{tail}"
+
+
+def parse_segment_id(value: str) -> tuple[str, str, int, bool]:
+    """`(session_id, listener_id, start_frame, overlap_extra)` of a `segment_id` (or stretch id)."""
+    parts = value.split(SEGMENT_ID_SEP)
+    frame = parts[-1].removesuffix(OVERLAP_SUFFIX)
+    if len(parts) != 3 or not frame.isdigit():
+        raise ValueError(f"not a segment id: {value!r} (expected session~listener~frame[{OVERLAP_SUFFIX}])")
+    return parts[0], parts[1], int(frame), parts[-1].endswith(OVERLAP_SUFFIX)
 
 
 def frame_of(t: float, hop_s: float = HEAD_HOP_S, *, up: bool) -> int:
@@ -119,7 +145,7 @@ def cut_listener_segments(
     `equal` splits it into k consecutive near-equal pieces (the first n mod k one frame longer),
     unless the shortest would be below min_frames, then it is cut like `greedy`; `greedy` takes
     k-1 pieces of exactly max_frames from the start and keeps the remainder when it is at least
-    min_frames. `segment_id = f"{session_id}_{listener_id}_{start_frame:07d}"`; every segment
+    min_frames. `segment_id` is `session~listener~start frame` (`segment_id()`); every segment
     carries the `stretch_id` of its stretch (same form, the stretch's first frame).
 
     `stride_s` > 0 adds overlapping segments (`overlap_extra` True, id suffix `_o`): windows of
@@ -137,17 +163,17 @@ def cut_listener_segments(
     stride = max(int(round(stride_s / hop_s)), 1) if stride_s > 0 else 0
     rows = []
     for listener, speaker, f0, f1 in listener_stretches(floor, participant_ids, interjections, hop_s=hop_s):
-        stretch_id = f"{session_id}_{listener}_{f0:07d}"
+        stretch_id = segment_id(session_id, listener, f0)
         pieces, s = [], f0
         for n in split_frames(f1 - f0, min_frames, max_frames, rule):
-            pieces.append((s, n, ""))
+            pieces.append((s, n, False))
             s += n
         if stride:
             tiled = set(pieces)
-            pieces += [(s, max_frames, "_o") for s in range(f0 + stride, f1 - max_frames + 1, stride)
-                       if (s, max_frames, "") not in tiled]
-        rows += [(f"{session_id}_{listener}_{s:07d}{tag}", session_id, listener, speaker, frame_time(s, hop_s),
-                  frame_time(s + n, hop_s), n, stretch_id, tag == "_o") for s, n, tag in pieces]
+            pieces += [(s, max_frames, True) for s in range(f0 + stride, f1 - max_frames + 1, stride)
+                       if (s, max_frames, False) not in tiled]
+        rows += [(segment_id(session_id, listener, s, overlap_extra=extra), session_id, listener, speaker,
+                  frame_time(s, hop_s), frame_time(s + n, hop_s), n, stretch_id, extra) for s, n, extra in pieces]
     df = pd.DataFrame(rows, columns=SEGMENT_COLUMNS).astype(
         {"segment_id": str, "session_id": str, "listener_id": str, "speaker_id": str, "start_s": "float64",
          "end_s": "float64", "n_frames": "int64", "stretch_id": str, "overlap_extra": bool})

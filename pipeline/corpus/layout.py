@@ -74,16 +74,49 @@ def check_safe_id(value: str, what: str, path: Path, where: str | None = None) -
 
 
 def discover_sessions(corpus: str | Path) -> list[str]:
-    """Session folder names, sorted; unsafe names are returned too so they get quarantined."""
+    """Session folder names, sorted; unsafe names are returned too so they get quarantined.
+
+    Hidden entries and anything that is no folder are not sessions: they are skipped with a warning
+    naming each (`skipped_entries`, also listed in the data card).
+    """
     root = Path(corpus) / "sessions"
     if not root.is_dir():
         raise CorpusLayoutError(root, "corpus has no 'sessions/' folder (expected <corpus>/sessions/<session_id>/)")
-    entries = sorted(root.iterdir())
-    skipped = [p.name for p in entries if not p.is_dir() or p.name.startswith(".")]
+    skipped = skipped_entries(corpus)
     if skipped:
-        log.warning("%s: skipped %d entr%s that are not session folders (hidden, or not a folder): %s", root,
-                    len(skipped), "y" if len(skipped) == 1 else "ies", ", ".join(quote_input(n) for n in skipped[:10]))
-    return [p.name for p in entries if p.is_dir() and not p.name.startswith(".")]
+        named = "; ".join(f"{quote_input(e['name'])}: {e['reason']}" for e in skipped[:SKIPPED_LOGGED])
+        more = f"; and {len(skipped) - SKIPPED_LOGGED} more (listed in the data card)" \
+            if len(skipped) > SKIPPED_LOGGED else ""
+        log.warning("%s: skipped %d entr%s that are not session folders: %s%s", root, len(skipped),
+                    "y" if len(skipped) == 1 else "ies", named, more)
+    return sorted(p.name for p in root.iterdir() if _is_session_folder(p))
+
+
+SKIPPED_LOGGED = 10  # entries named in the warning; the data card lists all
+
+
+def _is_session_folder(path: Path) -> bool:
+    return path.is_dir() and not path.name.startswith(".")
+
+
+def skipped_entries(corpus: str | Path) -> list[dict[str, str]]:
+    """`{"name", "reason"}` of every entry of `<corpus>/sessions/` that is not read as a session, sorted."""
+    root = Path(corpus) / "sessions"
+    if not root.is_dir():
+        return []
+    out = []
+    for path in sorted(root.iterdir()):
+        if _is_session_folder(path):
+            continue
+        if path.name.startswith("."):
+            what = "folder" if path.is_dir() else "file"
+            reason = f"hidden {what} (name starts with '.'): not read; if it is a session, rename it"
+        elif path.is_symlink() and not path.exists():
+            reason = "a link that points nowhere, not a session folder"
+        else:
+            reason = "a file, not a session folder"
+        out.append({"name": path.name, "reason": reason})
+    return out
 
 
 def _inside(path: Path, root: Path) -> bool:

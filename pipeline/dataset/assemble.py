@@ -120,11 +120,12 @@ def _remove_other(folder: Path, keep: set[str]) -> None:
 
 
 def build_dataset(sessions: list[SessionInputs], dataset_dir: str | Path, cfg: BuildConfig, *,
-                  build_id: str, redraw: bool = False, ssl_sets: list[SSLSet] | None = None) -> dict:
+                  build_id: str, redraw: bool = False, ssl_sets: list[SSLSet] | None = None,
+                  strict: bool = False) -> dict:
     """Assign splits, write shards, segments.parquet, normalization.json and manifest.json."""
     dataset_dir = Path(dataset_dir)
     dataset_dir.mkdir(parents=True, exist_ok=True)
-    segments, result = _split_segments(sessions, dataset_dir, cfg, redraw=redraw)
+    segments, result = _split_segments(sessions, dataset_dir, cfg, redraw=redraw, strict=strict)
     # Head/FBank shards are keyed by what they hold (segments, splits, per-session inputs, settings),
     # not by the build id, so adding an SSL model reuses them untouched.
     core_id = stable_hash([cfg.stage_version("dataset"), sorted(str(s.segments_table.name) for s in sessions),
@@ -173,7 +174,8 @@ def build_dataset(sessions: list[SessionInputs], dataset_dir: str | Path, cfg: B
     }
 
 
-def _split_segments(sessions: list[SessionInputs], dataset_dir: Path, cfg: BuildConfig, *, redraw: bool):
+def _split_segments(sessions: list[SessionInputs], dataset_dir: Path, cfg: BuildConfig, *, redraw: bool,
+                    strict: bool = False):
     """All sessions' segments with their split (kept ones only, sorted by session and time); the registry is saved."""
     parts = [pd.read_parquet(s.segments_table) for s in sessions]
     parts = [p for p in parts if len(p)]
@@ -185,7 +187,7 @@ def _split_segments(sessions: list[SessionInputs], dataset_dir: Path, cfg: Build
     extra = segments["overlap_extra"].to_numpy(bool)
     # splits are drawn on the tiling only, so the overlap stride never changes shares or the registry
     result = assign_splits(segments[~extra], mode=ds.disjoint, ratios=ds.ratios, seed=ds.seed,
-                           registry=load_registry(registry_path), redraw=redraw)
+                           registry=load_registry(registry_path), redraw=redraw, strict=strict)
     write_json_atomic(registry_path, result.registry)
     segments["split"] = segments["segment_id"].map(result.segment_split)
     stretch_split = segments[~extra].groupby("stretch_id")["split"].first()
@@ -303,6 +305,7 @@ def assemble_build(plan: BuildPlan, cfg: BuildConfig, *, out: str | Path, corpus
 
     Returns the build summary (also stored as `dataset/build-<id>.json`, the completion marker).
     """
+    from pipeline.corpus.layout import skipped_entries
     from pipeline.dataset.datacard import write_data_card, write_rejected
 
     layout = WorkLayout.of(out, cfg)
@@ -317,8 +320,10 @@ def assemble_build(plan: BuildPlan, cfg: BuildConfig, *, out: str | Path, corpus
     sessions = [SessionInputs(r.session_id, Path(r.segments_table), {p: Path(v) for p, v in r.head_tables.items()},
                               {p: Path(v) for p, v in r.fbank_tables.items()},
                               Path(r.talk_table) if r.talk_table else None, r.stats) for r in records if r.ok]
-    summary = build_dataset(sessions, dataset_dir, cfg, build_id=build_id, redraw=redraw, ssl_sets=ssl_sets)
+    summary = build_dataset(sessions, dataset_dir, cfg, build_id=build_id, redraw=redraw, ssl_sets=ssl_sets,
+                            strict=strict)
     summary.update(corpus=str(Path(corpus).resolve()), config=cfg.to_dict(), inputs=plan.inputs,
+                   skipped_entries=skipped_entries(corpus),
                    sessions={r.session_id: r.stats for r in records}, rejected=[r.to_dict() for r in rejected])
     write_data_card(dataset_dir, summary)
     marker = dataset_dir / f"build-{build_id}.json"

@@ -12,6 +12,7 @@ from string import Template
 import numpy as np
 import pandas as pd
 
+from pipeline.common.errors import quote_input
 from pipeline.common.fsutil import atomic_path, write_text_atomic
 from schemas.records import Rejection
 from schemas.tables import REJECTED_COLUMNS, SPLITS
@@ -133,6 +134,15 @@ def ssl_section(summary: dict) -> str:
                        "transformers_version")) + ".")
 
 
+def skipped_section(skipped: list[dict[str, str]]) -> str:
+    """Entries of `sessions/` that were not read as sessions (hidden, not a folder), each with the reason."""
+    if not skipped:
+        return ""
+    rows = [f"| {quote_input(e['name']).replace('|', '/')} | {e['reason']} |" for e in skipped]
+    return ("\n\nEntries of `sessions/` not read as sessions (not quarantined, not in `rejected.csv`):\n\n"
+            "| entry | why |\n|---|---|\n" + "\n".join(rows))
+
+
 CUT_RULE_TEXT = {"equal": "near-equal consecutive pieces covering the stretch",
                  "greedy": "consecutive 11 s pieces, the remainder kept when at least 6 s"}
 
@@ -160,7 +170,7 @@ def write_data_card(dataset_dir: str | Path, summary: dict) -> Path:
         "| segments | " + " | ".join(str(counts[s]) for s in SPLITS) + " |",
         "| hours | " + " | ".join(f"{hours[s]:.3f}" for s in SPLITS) + " |",
         "| listeners | " + " | ".join(", ".join(listeners[s]) or "-" for s in SPLITS) + " |",
-    ])
+    ]) + "".join(f"\n\n**Empty split.** {w}" for w in summary.get("split_report", {}).get("warnings", []))
     inputs_rows = []
     for sid, info in sorted(summary["inputs"].items()):
         inputs_rows.append(f"| {sid} | {info['turns']} | participants.csv | {info['participants_csv_sha256'][:16]} |")
@@ -169,10 +179,11 @@ def write_data_card(dataset_dir: str | Path, summary: dict) -> Path:
             inputs_rows.append(f"| {sid} | {pid} | {files['video']} | {files['video_sha256'][:16]} |")
             inputs_rows.append(f"| {sid} | {pid} | {files['audio']} | {files['audio_sha256'][:16]} |")
     rejected = summary["rejected"]
-    rejected_table = "None." if not rejected else "\n".join(
+    rejected_table = ("None." if not rejected else "\n".join(
         ["| session | participant | stage | file | where | reason |", "|---|---|---|---|---|---|"]
         + [f"| {r['session_id']} | {r.get('participant_id', '')} | {r.get('stage', '')} | {Path(r['file']).name} "
            f"| {r.get('where', '')} | {r['reason'].replace('|', '/')} |" for r in rejected])
+    ) + skipped_section(summary.get("skipped_entries", []))
     stats = summary["sessions"].values()
     dropped: dict[str, int] = {}
     for st in stats:

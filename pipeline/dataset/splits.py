@@ -9,6 +9,7 @@ people would leak test identities into training of models built from an earlier 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,13 @@ import pandas as pd
 SPLITS: tuple[str, str, str] = ("train", "valid", "test")
 REGISTRY_VERSION = 1
 _REQUIRED = ("segment_id", "session_id", "listener_id", "speaker_id", "start_s", "end_s")
+_LISTED = 8  # sessions named per linked group in a warning
+
+log = logging.getLogger(__name__)
+
+
+class SplitError(RuntimeError):
+    """`strict`: a split that should hold data is empty."""
 
 
 @dataclass
@@ -59,6 +67,7 @@ def assign_splits(
     seed: int = 0,
     registry: dict | None = None,
     redraw: bool = False,
+    strict: bool = False,
 ) -> SplitResult:
     """Assign every segment to train / valid / test, disjoint by person, balanced by duration.
 
@@ -77,6 +86,10 @@ def assign_splits(
     registered participants of different splits (sessions taken in id order) is excluded with a
     reason instead. A registry drawn with another mode / seed / ratios raises ValueError unless
     `redraw=True`, which ignores the registry and draws afresh.
+
+    A split with ratio > 0 left empty (fewer units than splits, e.g. sessions linking everybody into
+    one group in person mode) is explained in `report["warnings"]` and the log; `strict` raises
+    `SplitError` instead.
     """
     if mode not in ("listener", "person"):
         raise ValueError(f"mode must be 'listener' or 'person', got {mode!r}")
@@ -118,6 +131,11 @@ def assign_splits(
     report = _report(
         out, excluded, excluded_s, bad_sessions, unit_split, members, ratio_t, new_units, mode, seed
     )
+    report["warnings"] = _empty_split_warnings(segs, report, members, mode)
+    for warning in report["warnings"]:
+        if strict:
+            raise SplitError(f"--strict: {warning}")
+        log.warning("%s", warning)
     return SplitResult(
         segments=out,
         segment_split=pd.Series(out["split"].to_numpy(), index=out["segment_id"].to_numpy(), name="split"),
@@ -318,3 +336,52 @@ def _report(
         "excluded_duration_s": round(excluded_s, 3),
         "excluded_sessions": dict(sorted(bad_sessions.items())),
     }
+
+
+def _empty_split_warnings(segs: pd.DataFrame, report: dict, members: dict[str, list[str]], mode: str) -> list[str]:
+    """Why a split with ratio > 0 got no segment, and what to do (empty when none is empty)."""
+    splits = report["splits"]
+    empty = [s for s in SPLITS if splits[s]["target_ratio"] > 0 and not splits[s]["n_segments"]]
+    if not empty or segs.empty:
+        return []
+    wanted = sum(1 for s in SPLITS if splits[s]["target_ratio"] > 0)
+    which = f"{' and '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty"
+    if mode == "listener":
+        return [f"--disjoint listener: {which}: {len(members)} listener(s) for {wanted} splits with a share > 0, "
+                f"and a listener goes to one split whole. Add sessions with other listeners, or give the empty "
+                f"split(s) a share of 0 (--split-ratios)."]
+    people_of: dict[str, set[str]] = {}
+    for col in ("listener_id", "speaker_id"):
+        for sess, p in zip(segs["session_id"], segs[col], strict=True):
+            people_of.setdefault(str(sess), set()).add(str(p))
+    groups = [_group_text(ms, people_of) for _, ms in sorted(members.items())]
+    return [f"--disjoint person: {which}: the {sum(map(len, members.values()))} participants form "
+            f"{len(members)} group(s) of people linked by shared sessions, for {wanted} splits, and a group goes "
+            f"to one split whole: {'; '.join(groups)}. Use --disjoint listener (each person is listener in one "
+            f"split only, the paper's rule), or add sessions whose participants appear in no other session."]
+
+
+def _group_text(group: list[str], people_of: dict[str, set[str]]) -> str:
+    """`{A, B, C} via s1 (A, B), s2 (B, C); s2 alone links ...`: a group, the sessions linking it, and the
+    sessions without which it would fall apart (those are what ties otherwise separate people)."""
+    sessions = sorted(s for s, ps in people_of.items() if ps & set(group))
+    listed = ", ".join(f"{s} ({', '.join(sorted(people_of[s]))})" for s in sessions[:_LISTED])
+    more = f" and {len(sessions) - _LISTED} more" if len(sessions) > _LISTED else ""
+    bridges = [s for s in sessions if not _connected(group, {o: people_of[o] for o in sessions if o != s})]
+    tail = f"; without {', '.join(bridges[:_LISTED])} it would split up" if bridges else ""
+    return f"{{{', '.join(group)}}} via {listed}{more}{tail}"
+
+
+def _connected(people: list[str], sessions: dict[str, set[str]]) -> bool:
+    """Whether `sessions` (id -> participants) link all of `people` into one group."""
+    sessions_of: dict[str, list[str]] = {}
+    for sess, ps in sessions.items():
+        for p in ps:
+            sessions_of.setdefault(p, []).append(sess)
+    reached, frontier = {people[0]}, [people[0]]
+    while frontier:
+        for sess in sessions_of.get(frontier.pop(), []):
+            new = sessions[sess] - reached
+            reached |= new
+            frontier += sorted(new)
+    return set(people) <= reached
