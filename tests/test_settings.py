@@ -62,15 +62,15 @@ def test_unset_parameters_give_the_dataclass_defaults(tmp_path):
 
 def test_stage_versions_did_not_move():
     """Existing work/ outputs stay valid: their paths carry these hashes (recorded before the settings moved
-    into field metadata; head, session and dataset moved on purpose with code versions head 2, session 3,
+    into field metadata; head, session and dataset moved on purpose with code versions head 2, session 4,
     dataset 3)."""
     default = BuildSplits(out="unused").build_config()
     assert {s: default.stage_version(s) for s in ("head", "audio", "session", "dataset", "ssl")} == {
-        "head": "1f237add4d", "audio": "7357f5e147", "session": "67968f54a5", "dataset": "5392ba4dd0",
+        "head": "1f237add4d", "audio": "7357f5e147", "session": "c195d7b42d", "dataset": "ac5921248c",
         "ssl": "001afc3bb8"}
     other = BuildSplits(out="unused", channels="5", ssl_models="a", ssl_causal="strict", ssl_layers="0,2").build_config()
     assert {s: other.stage_version(s) for s in ("head", "session", "dataset", "ssl")} == {
-        "head": "64a1433aab", "session": "9c4bf385f0", "dataset": "48bb51b784", "ssl": "920808d275"}
+        "head": "64a1433aab", "session": "1d1340561a", "dataset": "279d8c6826", "ssl": "920808d275"}
 
 
 def test_parameters_of_an_unused_smoothing_filter_recompute_nothing():

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 # why a cut segment was dropped (the `reason` of the dropped table; invalid-head reasons start with INVALID_HEAD)
 QUARANTINED = "participant media quarantined"
-AUDIO_SHORT = "speaker audio shorter than segment"
+AUDIO_SHORT = "speaker audio does not cover the segment"
 INVALID_HEAD = "invalid head frames"
 
 
@@ -45,12 +45,13 @@ class SessionSegments:
 
 def build_session_segments(session_id: str, turns_path: str | Path, all_participant_ids: list[str],
                            head_tables: Mapping[str, pd.DataFrame], fbank_frames: Mapping[str, int],
-                           cfg: SessionConfig) -> SessionSegments:
+                           cfg: SessionConfig, audio_start_s: Mapping[str, float] | None = None) -> SessionSegments:
     """Cut listener segments for the participants whose head and audio features both exist.
 
     `head_tables` maps participant id -> head feature table (12.5 fps, `time_s`, `valid`);
-    `fbank_frames` maps participant id -> number of FBank frames of their audio. Segments need the
-    listener's and the speaker's head and the speaker's speech over their whole span. Turns of
+    `fbank_frames` maps participant id -> number of FBank frames of their audio, `audio_start_s` the
+    video time their audio starts playing (a positive `audio_offset_s`; before it the FBank is padding).
+    Segments need the listener's and the speaker's head and the speaker's speech over their whole span. Turns of
     participants whose media were quarantined still shape the floor, but such people cannot be the
     listener or speaker of a segment. An annotated id missing from participants.csv is an error.
     """
@@ -71,8 +72,9 @@ def build_session_segments(session_id: str, turns_path: str | Path, all_particip
     dropped_parts = [cut[~usable].assign(reason=QUARANTINED)]
     cut = cut[usable]
     end_frame = np.round(cut["end_s"].to_numpy() / HEAD_HOP_S).astype(int)
-    has_audio = np.array([fbank_frames.get(s, 0) >= e * FBANK_FRAMES_PER_HEAD
-                          for s, e in zip(cut["speaker_id"], end_frame, strict=True)], dtype=bool)
+    starts = audio_start_s or {}
+    has_audio = np.array([fbank_frames.get(s, 0) >= e * FBANK_FRAMES_PER_HEAD and t0 >= starts.get(s, 0.0) - 1e-9
+                          for s, e, t0 in zip(cut["speaker_id"], end_frame, cut["start_s"], strict=True)], dtype=bool)
     dropped_parts.append(cut[~has_audio].assign(reason=AUDIO_SHORT))
     kept, dropped_invalid = drop_invalid_segments(cut[has_audio], head_tables,
                                                   max_invalid_frac=cfg.max_invalid_frac)
@@ -149,10 +151,12 @@ def _audio_causes(spec: SessionSpec, dropped: pd.DataFrame, fbank_frames: Mappin
     for pid, group in rows.groupby("speaker_id", sort=True):
         entry = spec.participant(str(pid))
         audio_end = fbank_frames.get(str(pid), 0) * HEAD_HOP_S / FBANK_FRAMES_PER_HEAD
-        need = float(group["end_s"].max())
-        out.append((len(group), entry.audio, f"t={audio_end:.2f} s", MediaError,
-                    f"{len(group)} need speech of {pid} to {need:g} s but audio {entry.audio.name} ends at "
-                    f"{audio_end:.2f} s on the video timeline (audio_offset_s {entry.audio_offset_s:g})"))
+        audio_start = max(0.0, entry.audio_offset_s)
+        span = f"{float(group['start_s'].min()):g}-{float(group['end_s'].max()):g} s"
+        out.append((len(group), entry.audio, f"t={audio_start:.2f}-{audio_end:.2f} s", MediaError,
+                    f"{len(group)} need speech of {pid} over {span} but audio {entry.audio.name} plays from "
+                    f"{audio_start:.2f} s to {audio_end:.2f} s on the video timeline "
+                    f"(audio_offset_s {entry.audio_offset_s:g})"))
     return out
 
 
@@ -195,7 +199,8 @@ def _segments_or_problem(spec: SessionSpec, head_paths: dict[str, Path], fbank_p
     heads = {p: pd.read_parquet(head_paths[p]) for p in usable}
     fbanks = {p: int(np.load(fbank_paths[p], mmap_mode="r").shape[0]) for p in usable}
     try:
-        result = build_session_segments(spec.session_id, spec.turns_path, spec.participant_ids, heads, fbanks, cfg)
+        result = build_session_segments(spec.session_id, spec.turns_path, spec.participant_ids, heads, fbanks, cfg,
+                                        {p: max(0.0, spec.participant(p).audio_offset_s) for p in usable})
     except InputError as exc:
         return None, exc, "turns"
     if not result.stats["n_segments"]:  # nothing to learn from: quarantined, naming what to fix
