@@ -81,6 +81,9 @@ class SessionConfig:
     max_segment_s: float = MAX_SEGMENT_S
     max_invalid_frac: float = setting(0.1, "drop segments with a larger share of invalid head frames (0-1)",
                                       check=fraction)
+    min_audio_coverage: float = setting(0.5, "quarantine a session when a participant's audio plays over less "
+                                             "than this share of their video (0-1): a wrong or truncated file",
+                                        check=fraction)
 
     def __post_init__(self) -> None:
         check_settings(self)

@@ -65,21 +65,32 @@ def test_no_stretch_long_enough_says_how_long_the_longest_is(tmp_path):
     assert "the longest is 4.88 s" in rej.reason
 
 
-@pytest.mark.parametrize(("audio_s", "offset", "audio_start", "audio_end"),
-                         [(0.1, 0.0, "0.00", "0.10"), (20.0, -30.0, "0.00", "0.00"), (20.0, 25.0, "25.00", "45.00")])
-def test_audio_too_short_or_offset_beyond_it_names_the_audio(tmp_path, audio_s, offset, audio_start, audio_end):
-    """0.1 s of audio, an offset that moves the whole 20 s file before the video starts (the audio
-    stage then keeps no sample: 0 FBank frames), or one that starts it after the video's talk ended
-    (before its start the FBank is padding: no speech to learn from)."""
+@pytest.mark.parametrize(("audio_s", "offset", "audio_start", "audio_end", "share"),
+                         [(0.1, 0.0, "0.00", "0.10", "0%"), (20.0, -30.0, "0.00", "0.00", "0%"),
+                          (20.0, 25.0, "25.00", "45.00", "0%"), (10.0, 0.0, "0.00", "10.00", "42%")])
+def test_audio_that_misses_most_of_the_video_names_the_audio(tmp_path, audio_s, offset, audio_start, audio_end,
+                                                            share):
+    """0.1 s of audio, an offset that moves the whole 20 s file before the video starts (the audio stage
+    then keeps no sample: 0 FBank frames), one that starts it after the video ended (before its start
+    the FBank is padding), or 10 s of a 24 s call: a wrong or truncated file, not a quiet participant."""
     fbank_s = max(audio_s + offset, 0.0)
     record = make_session(tmp_path, A_TALKS_20_S, video_s={"A": 24, "B": 24}, audio_s={"A": fbank_s, "B": 24},
                           offsets={"A": offset})
     rej = record.rejection
-    assert rej is not None and rej.stage == "segments" and rej.kind == "media"
+    assert rej is not None and rej.stage == "session" and rej.kind == "media"
     assert Path(rej.file).name == "A.wav" and rej.where == f"t={audio_start}-{audio_end} s"
-    assert "all 2 segment(s)" in rej.reason
     assert (f"audio A.wav plays from {audio_start} s to {audio_end} s on the video timeline "
-            f"(audio_offset_s {offset:g})") in rej.reason
+            f"(audio_offset_s {offset:g}), {share} of the 24.00 s video A.mp4; expected at least 50%") in rej.reason
+
+
+def test_segments_beyond_the_end_of_the_audio_name_the_audio(tmp_path):
+    """A's audio plays 15 of 24 s (enough coverage), but A talks to 20 s: both segments need speech after
+    its end."""
+    record = make_session(tmp_path, A_TALKS_20_S, video_s={"A": 24, "B": 24}, audio_s={"A": 15, "B": 24},
+                          offsets={"A": 3.0})
+    rej = record.rejection
+    assert rej is not None and rej.stage == "segments" and Path(rej.file).name == "A.wav"
+    assert "all 2 segment(s)" in rej.reason and "audio A.wav plays from 3.00 s to 15.00 s" in rej.reason
 
 
 def test_video_shorter_than_the_turns_names_the_video(tmp_path):

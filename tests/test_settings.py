@@ -66,11 +66,11 @@ def test_stage_versions_did_not_move():
     dataset 3)."""
     default = BuildSplits(out="unused").build_config()
     assert {s: default.stage_version(s) for s in ("head", "audio", "session", "dataset", "ssl")} == {
-        "head": "1f237add4d", "audio": "7357f5e147", "session": "c195d7b42d", "dataset": "ac5921248c",
+        "head": "1f237add4d", "audio": "7357f5e147", "session": "e4ad5c4630", "dataset": "a604834e83",
         "ssl": "001afc3bb8"}
     other = BuildSplits(out="unused", channels="5", ssl_models="a", ssl_causal="strict", ssl_layers="0,2").build_config()
     assert {s: other.stage_version(s) for s in ("head", "session", "dataset", "ssl")} == {
-        "head": "64a1433aab", "session": "1d1340561a", "dataset": "279d8c6826", "ssl": "920808d275"}
+        "head": "64a1433aab", "session": "0290cc7511", "dataset": "18404d3c77", "ssl": "920808d275"}
 
 
 def test_parameters_of_an_unused_smoothing_filter_recompute_nothing():

@@ -22,7 +22,7 @@ from pipeline.config import SessionConfig
 from pipeline.conversation.annotations import read_turns
 from pipeline.conversation.floor import classify_bids, derive_floor, find_backchannels, talk_table
 from pipeline.conversation.segments import cut_listener_segments, drop_invalid_segments, listener_stretches
-from pipeline.corpus.layout import SessionSpec
+from pipeline.corpus.layout import ParticipantEntry, SessionSpec
 from schemas.conventions import FBANK_FRAMES_PER_HEAD, HEAD_HOP_S
 from schemas.records import RecordingRecord, Rejection, SessionRecord
 from schemas.tables import TALK_SCHEMA, validate_talk
@@ -189,6 +189,19 @@ def _usable_tables(records: list[RecordingRecord]) -> dict[str, Path]:
     return {r.participant_id: r.data_file for r in records if r.ok}
 
 
+def _audio_coverage_problem(entry: ParticipantEntry, video_s: float, audio_end_s: float, min_coverage: float) -> MediaError | None:
+    """A participant's audio must play over most of their video: 0.1 s of audio for a 40 s call, or an
+    offset that puts it after the video, is a wrong file, not a quiet participant."""
+    start = max(0.0, entry.audio_offset_s)
+    covered = max(0.0, min(audio_end_s, video_s) - start)
+    if video_s <= 0 or covered >= min_coverage * video_s:
+        return None
+    return MediaError(entry.audio, f"audio {entry.audio.name} plays from {start:.2f} s to {audio_end_s:.2f} s on the "
+                                   f"video timeline (audio_offset_s {entry.audio_offset_s:g}), {covered / video_s:.0%} "
+                                   f"of the {video_s:.2f} s video {entry.video.name}; expected at least "
+                                   f"{min_coverage:.0%} (--min-audio-coverage)", f"t={start:.2f}-{audio_end_s:.2f} s")
+
+
 def _segments_or_problem(spec: SessionSpec, head_paths: dict[str, Path], fbank_paths: dict[str, Path],
                          cfg: SessionConfig) -> tuple[SessionSegments | None, InputError | None, str]:
     """`(segments, None, "")`, or `(None, why the session is quarantined, at which stage)`."""
@@ -198,6 +211,11 @@ def _segments_or_problem(spec: SessionSpec, head_paths: dict[str, Path], fbank_p
                                            f"(usable: {usable or 'none'})"), "session"
     heads = {p: pd.read_parquet(head_paths[p]) for p in usable}
     fbanks = {p: int(np.load(fbank_paths[p], mmap_mode="r").shape[0]) for p in usable}
+    for pid in usable:
+        problem = _audio_coverage_problem(spec.participant(pid), len(heads[pid]) * HEAD_HOP_S,
+                                          fbanks[pid] * HEAD_HOP_S / FBANK_FRAMES_PER_HEAD, cfg.min_audio_coverage)
+        if problem is not None:
+            return None, problem, "session"
     try:
         result = build_session_segments(spec.session_id, spec.turns_path, spec.participant_ids, heads, fbanks, cfg,
                                         {p: max(0.0, spec.participant(p).audio_offset_s) for p in usable})
