@@ -143,3 +143,15 @@ def test_damaged_outputs_are_named_when_read(built_dataset, tmp_path):
     (dataset / "manifest.json").write_text("{")
     with pytest.raises(CorruptOutputError, match=r"manifest\.json: not a readable manifest"):
         read_manifest(dataset)
+
+
+def test_a_full_disk_names_the_output_being_written(tmp_path):
+    from pipeline.common.fsutil import atomic_path
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    target = tmp_path / "features.npy"
+    with pytest.raises(OSError, match=r"No space left on device while writing: '.*features\.npy'"), \
+            atomic_path(target), open("/dev/full", "wb", buffering=0) as full:
+        full.write(b"x" * 4096)  # a real ENOSPC, with no file name in the error
+    assert list(tmp_path.iterdir()) == []

@@ -95,6 +95,11 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, final)
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        # a bare "[Errno 28] No space left on device" from a writer: say which output it was
+        raise OSError(exc.errno, f"{exc.strerror or exc} while writing", str(final)) from exc
     finally:
         if tmp.exists():
             tmp.unlink()
