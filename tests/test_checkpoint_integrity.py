@@ -31,6 +31,16 @@ from pipeline.model.network import LHGModel, ModelConfig, load_checkpoint, save_
 from pipeline.model.train import preset, train  # noqa: E402
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models train ~50x faster on one thread than on cores shared with other work; every run of
+    this module uses the same count, so the bit-exact comparisons hold."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class SimulatedKill(BaseException):
     """Raised from a patched write step: like SIGKILL, no `except Exception` handler of ours sees it."""
 

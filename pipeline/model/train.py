@@ -281,6 +281,7 @@ def _train(dataset_dir: Path, run_dir: Path, cfg: TrainConfig, stop_after_epochs
             break
     if bar is not None:
         bar.close()
+    _write_log(run_dir / "log.csv", history)  # again: a kill after the last checkpoint switch left it behind
     log.info("training: %d of %d epochs done, best valid loss %.4f; checkpoints in %s", len(history), cfg.epochs,
                 best_val, run_dir)
     summary = {"epochs_done": len(history), "best_valid_loss": best_val, "history": history,
