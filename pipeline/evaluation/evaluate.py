@@ -8,7 +8,8 @@ Mirror (the speaker delayed by the lag that maximises the speaker -> listener an
 cross-correlation on the training split). Metrics use the evaluated frames only; their conventions
 are settings (EvalConfig), recorded in results.json, and every alternative convention is reported
 beside them (`pipeline.evaluation.conventions`). Seeded: the same checkpoints, data and config give
-the same numbers (the measured run times aside).
+the same numbers (the measured run times aside). A model with NaN/inf weights or generated frames is
+reported (`non_finite`, metrics NaN) rather than scored, and the others are evaluated as usual.
 """
 
 from __future__ import annotations
