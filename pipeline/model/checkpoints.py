@@ -146,6 +146,13 @@ def sweep_checkpoints(parent: str | Path) -> list[str]:
 # reading, each step naming the file it found wanting
 
 
+def real_folder(folder: str | Path) -> Path:
+    """The unit a name links to, resolved once: every file of one load then comes from the same save,
+    even while a training run switches the name to a newer one."""
+    folder = Path(folder)
+    return folder.resolve() if folder.is_symlink() and folder.exists() else folder
+
+
 def _existing(folder: Path, name: str) -> Path:
     if folder.is_symlink() and not folder.exists():
         raise CheckpointError(folder, f"link to {os.readlink(folder)}, which does not exist")
@@ -257,7 +264,7 @@ def load_train_state(folder: str | Path, *, verify: bool = True) -> dict:
     `weights_only=True`: only tensors and plain containers, never arbitrary objects."""
     import torch
 
-    folder = Path(folder)
+    folder = real_folder(folder)
     path = folder / CHECKPOINT_TRAIN_STATE
     if not path.is_file():
         raise CheckpointError(path, "missing: the folder has weights but not the optimiser state a resume needs")
@@ -279,7 +286,7 @@ def verify_checkpoint(folder: str | Path) -> list[str]:
     """Every problem of a checkpoint folder, each naming its file; [] when it loads and is intact."""
     from pipeline.model.network import load_checkpoint
 
-    folder = Path(folder)
+    folder = real_folder(folder)
     if not folder.exists():
         what = f"link to missing {os.readlink(folder)}" if folder.is_symlink() else "does not exist"
         return [f"{folder}: {what}"]

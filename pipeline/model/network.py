@@ -45,6 +45,7 @@ from pipeline.model.checkpoints import (
     publish_checkpoint,
     read_config,
     read_tensors,
+    real_folder,
     verify_sums,
 )
 from schemas.conventions import (
@@ -529,7 +530,7 @@ def load_checkpoint(folder: str | Path, map_location: str = "cpu", *, verify: bo
     safetensors file is damaged or the tensors do not fit the configured model, and
     `NonFiniteWeightsError` when a weight is NaN or inf.
     """
-    folder = Path(folder)
+    folder = real_folder(folder)
     meta = read_config(folder)
     if verify:
         verify_sums(folder, (CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS))

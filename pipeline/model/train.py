@@ -324,9 +324,10 @@ def _model_and_state(run_dir: Path, cfg: TrainConfig, model_cfg: Any, device: An
 def _resumable(last: Path, cfg: TrainConfig, model_cfg: Any, extra: dict) -> tuple[Any, dict]:
     """The model and training state in `last/`, checked to continue this very run exactly; any
     inconsistency is refused with the file and what differs (a silent fresh start would lose the run)."""
-    from pipeline.model.checkpoints import load_train_state
+    from pipeline.model.checkpoints import load_train_state, real_folder
     from pipeline.model.network import load_checkpoint
 
+    last = real_folder(last)
     model, saved = load_checkpoint(last)
     state = load_train_state(last)
     config = last / CHECKPOINT_CONFIG
