@@ -112,6 +112,17 @@ def test_a_save_killed_at_any_step_leaves_the_old_or_the_new_checkpoint(tmp_path
     assert outcomes == sorted(outcomes) and outcomes[0] == 0 and outcomes[-1] == 1 and len(outcomes) >= 6
 
 
+def test_sweep_removes_a_link_made_but_not_switched_in_and_its_unit(tmp_path):
+    folder = tmp_path / "last"
+    save(tiny_model(0), folder, epoch=0)
+    kept = folder.resolve()
+    orphan = tmp_path / ".checkpoints" / "last-epoch0001-deadbeef"
+    shutil.copytree(kept, orphan)
+    (tmp_path / ".last.link-0123abcd").symlink_to(Path(".checkpoints") / orphan.name)  # killed before os.replace
+    assert sorted(sweep_checkpoints(tmp_path)) == [".checkpoints/" + orphan.name, ".last.link-0123abcd"]
+    assert folder.resolve() == kept and [p.name for p in (tmp_path / ".checkpoints").iterdir()] == [kept.name]
+
+
 def test_flipped_bits_are_named(tmp_path):
     folder = tmp_path / "last"
     save(tiny_model(0), folder, epoch=0)

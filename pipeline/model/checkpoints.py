@@ -127,15 +127,15 @@ def sweep_checkpoints(parent: str | Path) -> list[str]:
         if not name.exists() and not name.is_symlink():
             os.rename(legacy, name)
             log.warning("%s: restored the checkpoint a killed save had moved aside", name)
-    linked = _linked_units(parent)
     removed = []
+    for tmp in parent.glob(".*.link-*"):  # a link made but not yet switched in: its unit goes too
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp.name)
+    linked = _linked_units(parent)
     for unit in sorted(units.iterdir()):
         if unit.resolve() not in linked:
             _remove_unit(unit)
             removed.append(f"{UNITS_DIR}/{unit.name}")
-    for tmp in parent.glob(".*.link-*"):
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp.name)
     if removed:
         log.warning("%s: removed %d leftovers of an interrupted checkpoint save: %s", parent, len(removed),
                     ", ".join(removed))
