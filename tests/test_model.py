@@ -6,6 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from pipeline.model.checkpoints import verify_checkpoint  # noqa: E402
 from pipeline.model.network import (  # noqa: E402
     CONTEXT_FRAMES,
     LHGModel,
@@ -225,9 +226,10 @@ def test_checkpoint_round_trip(tmp_path, arch, speech):
     extra = {"normalization": {"head": {"mean": [0.0] * 18, "std": [1.0] * 18}}, "feature": speech}
     save_checkpoint(model, tmp_path / "ckpt", extra)
     files = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
-    assert files == ["config.json", "model.safetensors"]
+    assert files == ["checksums.json", "config.json", "model.safetensors"]
     for p in (tmp_path / "ckpt").iterdir():  # no pickle anywhere
         assert not p.read_bytes().startswith(b"\x80"), p
+    assert verify_checkpoint(tmp_path / "ckpt") == []
     loaded, extra2 = load_checkpoint(tmp_path / "ckpt")
     loaded.eval()
     assert extra2 == extra

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from pipeline.model.checkpoints import verify_checkpoint
 from pipeline.model.network import LHGModel
 from pipeline.model.train import batch_loss, collate, model_config_for, open_split, preset, train
 from tasks import TrainLHG
@@ -35,6 +36,9 @@ def test_tiny_training_learns_and_writes_checkpoints(built_dataset, tmp_path):
     for name in ("best", "last"):
         assert (tmp_path / "run" / name / "model.safetensors").is_file()
         assert (tmp_path / "run" / name / "config.json").is_file()
+        assert (tmp_path / "run" / name).is_symlink() and verify_checkpoint(tmp_path / "run" / name) == []
+    assert (tmp_path / "run" / "last" / "train_state.pt").is_file()
+    assert not (tmp_path / "run" / "best" / "train_state.pt").exists()  # only `last` resumes
     log = pd.read_csv(tmp_path / "run" / "log.csv")
     assert list(log["epoch"]) == list(range(6)) and log["valid_loss"].notna().all()
     assert (log["segments_per_s"] > 0).all() and log["loader_share"].between(0, 1).all()

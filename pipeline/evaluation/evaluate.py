@@ -8,7 +8,8 @@ Mirror (the speaker delayed by the lag that maximises the speaker -> listener an
 cross-correlation on the training split). Metrics use the evaluated frames only; their conventions
 are settings (EvalConfig), recorded in results.json, and every alternative convention is reported
 beside them (`pipeline.evaluation.conventions`). Seeded: the same checkpoints, data and config give
-the same numbers (the measured run times aside).
+the same numbers (the measured run times aside). A model with NaN/inf weights or generated frames is
+reported (`non_finite`, metrics NaN) rather than scored, and the others are evaluated as usual.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from pipeline.evaluation import baselines
 from pipeline.evaluation.config import EvalConfig
 from pipeline.evaluation.conventions import Evaluated, alternatives
 from pipeline.evaluation.generation import checkpoint_folder, generate_for_checkpoint
+from pipeline.evaluation.report import COLUMNS
 from pipeline.evaluation.windows import Stretch, Window, eligible_windows, read_windows, valid_runs
+from pipeline.model.checkpoints import NonFiniteWeightsError
 from schemas.conventions import HEAD_FPS
 
 log = logging.getLogger(__name__)
@@ -216,7 +219,11 @@ def _baselines(ref: TrainReferences, listener_n: int, speaker_full: np.ndarray, 
 
 def _generate_models(checkpoints: dict[str, str | Path], dataset_dir: Path, cfg: EvalConfig,
                      stretches: list[Stretch], windows: list[Window], head_columns: list[str]) -> tuple[dict, dict]:
-    """Every checkpoint's windows -> ({name: listener [N, C+E, D] raw units, all head columns}, {name: info})."""
+    """Every checkpoint's windows -> ({name: listener [N, C+E, D] raw units, all head columns}, {name: info}).
+
+    A model with NaN/inf weights, or whose generated frames hold NaN/inf in any window, gets no output
+    here (its metrics are reported as NaN) and an info entry `non_finite` naming the checkpoint and the
+    windows; the other models are evaluated as usual."""
     full: dict[str, np.ndarray] = {}
     models_info: dict[str, dict] = {}
     for name, path in checkpoints.items():
@@ -224,9 +231,47 @@ def _generate_models(checkpoints: dict[str, str | Path], dataset_dir: Path, cfg:
             raise ValueError(f"method name {name!r} is reserved; name the checkpoint differently")
         folder = checkpoint_folder(path)
         log.info("%s: generating %d samples from %s", name, len(windows), folder)
-        full[name], models_info[name] = generate_for_checkpoint(folder, dataset_dir, cfg, stretches, windows,
-                                                                head_columns)
+        try:
+            arr, info = generate_for_checkpoint(folder, dataset_dir, cfg, stretches, windows, head_columns)
+        except NonFiniteWeightsError as err:
+            models_info[name] = _weights_info(folder, str(err))
+            log.error("%s: %s; no window generated, its metrics are reported as NaN", name, err)
+            continue
+        bad = ~np.isfinite(arr[:, cfg.context_frames:]).all(axis=(1, 2))
+        if bad.any():
+            ids = [w.window_id for w, b in zip(windows, bad, strict=True) if b]
+            info["non_finite"] = {"source": "output", "windows": ids, "of_windows": len(windows),
+                                  "detail": f"generated NaN/inf head frames in {len(ids)} of {len(windows)} "
+                                            f"windows (first: {ids[0]})"}
+            log.error("%s (%s): %s; its metrics are reported as NaN", name, folder, info["non_finite"]["detail"])
+        else:
+            full[name] = arr
+        models_info[name] = info
     return full, models_info
+
+
+def _weights_info(folder: Path, detail: str) -> dict:
+    """Model info for a checkpoint whose weights are not finite (nothing was generated)."""
+    from pipeline.model.checkpoints import read_config
+
+    meta = read_config(folder)
+    return {"checkpoint": str(folder.resolve()), "arch": meta["model"].get("arch"),
+            "speech": meta["model"].get("speech"), "epoch": meta.get("extra", {}).get("epoch"),
+            "non_finite": {"source": "weights", "windows": [], "detail": detail + "; no window generated"}}
+
+
+def _with_non_finite_rows(table: dict, conventions: dict, models_info: dict) -> tuple[dict, dict]:
+    """Table I and the conventions table with a NaN row for each model without finite output, models in
+    the order given (Ground Truth and the baselines first)."""
+    nan_row = {col: math.nan for col, _ in COLUMNS}
+    ordered = {k: v for k, v in table.items() if k not in models_info}
+    ordered.update({name: table.get(name, nan_row) for name in models_info})
+    conv = {**conventions, "rows": dict(conventions["rows"]), "arithmetic": dict(conventions["arithmetic"])}
+    variants = list(next(iter(conv["arithmetic"].values()), {}))
+    for name in models_info:
+        conv["rows"].setdefault(name, dict.fromkeys(conv["columns"], math.nan))
+        conv["arithmetic"].setdefault(name, dict.fromkeys(variants, math.nan))
+    return ordered, conv
 
 
 def evaluate(dataset_dir: str | Path, checkpoints: dict[str, str | Path], out_dir: str | Path,
@@ -256,6 +301,7 @@ def evaluate(dataset_dir: str | Path, checkpoints: dict[str, str | Path], out_di
     ev = Evaluated(channels, listener_full[:, c:c + e][..., channel_idx].astype(np.float64),
                    speaker_full[:, c:c + e][..., channel_idx].astype(np.float64), outputs)
     table, xcorr = metric_tables(ev, ref.detectors, cfg, ref.max_lag)
+    table, conventions = _with_non_finite_rows(table, alternatives(ev, ref.detectors, cfg), models_info)
     results = {
         "config": cfg.to_dict(),
         "dataset": {"dir": str(dataset_dir.resolve()), "build_id": manifest.get("build_id"),
@@ -271,7 +317,8 @@ def evaluate(dataset_dir: str | Path, checkpoints: dict[str, str | Path], out_di
         "models": models_info,
         "methods": list(table),  # row order (JSON objects are written with sorted keys)
         "table": table,
-        "conventions": alternatives(ev, ref.detectors, cfg),
+        "conventions": conventions,
+        "non_finite": {name: info["non_finite"] for name, info in models_info.items() if "non_finite" in info},
         "cross_correlation": xcorr,
         **(extra_info or {}),
     }

@@ -61,12 +61,14 @@ def markdown_table(results: dict) -> str:
     best = best_per_column(results["table"])
     header = "| Method | " + " | ".join(col + ARROWS[goal] for col, goal in COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
+    non_finite = results.get("non_finite") or {}
     for name, vals in results["table"].items():
         cells = []
         for col, _ in COLUMNS:
             text = _fmt(vals.get(col))
             cells.append(f"**{text}**" if best.get(col) == name else text)
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        label = f"{name} (non-finite)" if name in non_finite else name
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -130,6 +132,15 @@ def alternatives_lines(results: dict) -> list[str]:
     return lines + [""]
 
 
+def non_finite_lines(results: dict) -> list[str]:
+    """One warning per model whose weights or generated output hold NaN/inf (its metrics are NaN)."""
+    return [f"**Non-finite output: {name}** (`{results['models'][name]['checkpoint']}`): {note['detail']}"
+            + (f" (windows: {', '.join(note['windows'][:10])}{' ...' if len(note['windows']) > 10 else ''})"
+               if note.get("windows") else "")
+            + ". Its metrics are not computed (NaN, shown as -)."
+            for name, note in (results.get("non_finite") or {}).items()]
+
+
 def model_lines(results: dict) -> list[str]:
     lines = []
     for name, info in results["models"].items():
@@ -137,6 +148,8 @@ def model_lines(results: dict) -> list[str]:
             if info.get("ssl_set") else ""
         lines.append(f"- **{name}**: {info['arch']}, {info['speech']}{ssl}, epoch {info.get('epoch')}; "
                      f"`{info['checkpoint']}`")
+        if info.get("non_finite"):
+            lines.append(f"  - NON-FINITE ({info['non_finite']['source']}): {info['non_finite']['detail']}")
         if info.get("rtf_batch1") is not None:
             with_feat = info.get("rtf_batch1_with_features")
             lines.append(f"  - RTF (batch 1, {info['rtf_device']}, seconds of compute per generated second, "
@@ -162,7 +175,9 @@ def model_lines(results: dict) -> list[str]:
 
 
 def render_markdown(results: dict) -> str:
+    warnings = non_finite_lines(results)
     lines = ["# Listening head generation: evaluation", "", _samples_line(results), "", markdown_table(results), "",
+             *[line for w in warnings for line in (w, "")],
              "Bold = best per column among methods (lowest for ↓, highest for ↑, closest to Ground Truth for "
              "Var, SI and Act.). All metrics use head angles (pitch, yaw, roll) in degrees.", "",
              "## Conventions", "", *conventions_lines(results), "", *alternatives_lines(results),

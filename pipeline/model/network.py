@@ -17,7 +17,8 @@ are centred and would reveal frames t+1..t+3, the very targets, under teacher fo
 ``forward`` runs a whole sequence with teacher forcing (causal); ``step`` runs one frame from a state
 returned by ``init_state``; the two agree to float precision (tests/test_model.py).
 
-Checkpoints are ``model.safetensors`` + ``config.json`` only: no pickle anywhere.
+Checkpoints are ``model.safetensors`` + ``config.json`` (+ checksums; a training run adds its
+``train_state.pt``, read with ``weights_only=True``): no arbitrary unpickling anywhere.
 
 This module imports torch at the top: only training/inference code imports it. It stays one file on
 purpose (over the ~400-line guideline): the whole model, both architectures and streaming, reads in one place.
@@ -35,6 +36,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.model.checkpoints import (
+    CHECKPOINT_CONFIG,
+    CHECKPOINT_TRAIN_STATE,
+    CHECKPOINT_WEIGHTS,
+    CheckpointError,
+    check_finite,
+    publish_checkpoint,
+    read_config,
+    read_tensors,
+    real_folder,
+    verify_sums,
+)
 from schemas.conventions import (
     CONTEXT_FRAMES,  # context excluded from the loss: 12 frames (0.96 s), see schemas/conventions.py
     FBANK_BINS,
@@ -45,9 +58,6 @@ from schemas.conventions import (
 
 ARCHS = ("lstm_transformer", "transformer")
 SPEECH_KINDS = ("fbank", "ssl_concat", "ssl_wa")
-
-CHECKPOINT_WEIGHTS = "model.safetensors"
-CHECKPOINT_CONFIG = "config.json"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -489,36 +499,52 @@ def masked_huber_loss(pred: torch.Tensor, targets: torch.Tensor, mask: torch.Ten
 
 
 # ---------------------------------------------------------------------------------------------------------
-# checkpoints (safetensors + JSON only)
+# checkpoints (safetensors + JSON only; the folder format and its checks: pipeline.model.checkpoints)
 
 
-def save_checkpoint(model: LHGModel, folder: str | Path, extra: dict | None = None) -> Path:
-    """Write `model.safetensors` (weights) and `config.json` ({"model": ModelConfig, "extra": extra}).
+def save_checkpoint(model: LHGModel, folder: str | Path, extra: dict | None = None, *,
+                    train_state: dict | None = None) -> Path:
+    """Publish `model.safetensors` (weights), `config.json` ({"model": ModelConfig, "extra": extra}),
+    `train_state.pt` when given, and their checksums as one unit under the name `folder` (atomic).
 
-    `extra` must be JSON-serialisable (normalisation stats, feature spec, training info...).
+    `extra` must be JSON-serialisable (normalisation stats, feature spec, training info...);
+    `train_state` holds only tensors and plain containers (it is read back with weights_only=True).
     """
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     cfg_text = json.dumps({"model": model.cfg.to_dict(), "extra": extra or {}}, indent=2)
-    tmp_w = folder / (CHECKPOINT_WEIGHTS + ".tmp")
-    tmp_c = folder / (CHECKPOINT_CONFIG + ".tmp")
-    save_file(tensors, str(tmp_w), metadata={"format": "pt", "arch": model.cfg.arch})
-    tmp_c.write_text(cfg_text)
-    tmp_w.replace(folder / CHECKPOINT_WEIGHTS)
-    tmp_c.replace(folder / CHECKPOINT_CONFIG)
-    return folder
+    files = {CHECKPOINT_WEIGHTS: lambda p: save_file(tensors, str(p), metadata={"format": "pt",
+                                                                                "arch": model.cfg.arch}),
+             CHECKPOINT_CONFIG: lambda p: p.write_text(cfg_text, encoding="utf-8")}
+    if train_state is not None:
+        files[CHECKPOINT_TRAIN_STATE] = lambda p: torch.save(train_state, p)
+    epoch = (extra or {}).get("epoch")
+    return publish_checkpoint(folder, files, label=f"-epoch{epoch:04d}" if isinstance(epoch, int) else "")
 
 
-def load_checkpoint(folder: str | Path, map_location: str = "cpu") -> tuple[LHGModel, dict]:
-    """Rebuild the model from `config.json` and load `model.safetensors` (strict). -> (model, extra)."""
-    from safetensors.torch import load_file
+def load_checkpoint(folder: str | Path, map_location: str = "cpu", *, verify: bool = True) -> tuple[LHGModel, dict]:
+    """Rebuild the model from `config.json` and load `model.safetensors` (strict) -> (model, extra).
 
-    folder = Path(folder)
-    meta = json.loads((folder / CHECKPOINT_CONFIG).read_text())
-    model = LHGModel(ModelConfig.from_dict(meta["model"]))
-    model.load_state_dict(load_file(str(folder / CHECKPOINT_WEIGHTS), device=map_location), strict=True)
+    Raises `CheckpointError` naming the file when a checksum differs (`verify`), the JSON or the
+    safetensors file is damaged or the tensors do not fit the configured model, and
+    `NonFiniteWeightsError` when a weight is NaN or inf.
+    """
+    folder = real_folder(folder)
+    meta = read_config(folder)
+    if verify:
+        verify_sums(folder, (CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS))
+    try:
+        cfg = ModelConfig.from_dict(meta["model"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(folder / CHECKPOINT_CONFIG, f'"model": {err}') from None
+    model = LHGModel(cfg)
+    tensors = read_tensors(folder, map_location)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(folder / CHECKPOINT_WEIGHTS, f"tensors do not fit the model in {CHECKPOINT_CONFIG}: "
+                              f"{' '.join(str(err).split())[:400]}") from None
+    check_finite(tensors, folder / CHECKPOINT_WEIGHTS)
     model.to(map_location)
     return model, meta.get("extra", {})

@@ -5,10 +5,12 @@ Paper (IV): Huber loss, AdamW (lr 5e-6, weight decay 1e-2), cosine annealing, 10
 context: 12.5 frames is not a whole number, and 12 + 125 evaluation frames = 137 = the longest
 segment (10.96 s). Padding and invalid target frames are masked out of the loss.
 
-Resumable: after every epoch `last/` holds the weights (safetensors + JSON) and `train_state.pt`
-(optimizer, scheduler, RNG, epoch; loaded with `weights_only=True`, no arbitrary unpickling). A
-killed run restarted with the same settings continues and ends with the same weights as an
-uninterrupted run (CPU, fixed seed).
+Resumable: after every epoch `last/` holds the weights (safetensors + JSON), `train_state.pt`
+(optimizer, scheduler, RNG, epoch, log rows; loaded with `weights_only=True`, no arbitrary
+unpickling) and their checksums, published as one unit (`pipeline.model.checkpoints`). A run killed
+at any moment, even inside a save, restarted with the same settings continues and ends with the same
+weights as an uninterrupted run (CPU, fixed seed); a damaged or inconsistent `last/` is refused with
+the file and what is wrong, never silently restarted.
 
 `log.csv` has one row per epoch: train/valid loss, learning rate, epoch seconds (incl. validation),
 `segments_per_s` (training loop only) and `loader_share` (the loop's time spent waiting for batches).
@@ -29,10 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.common.fsutil import atomic_path, write_json_atomic, write_text_atomic
+from pipeline.common.fsutil import output_lock, write_json_atomic, write_text_atomic
 from pipeline.common.runtime import resolve_device
 from pipeline.common.settings import setting
 from pipeline.dataset.normalization import NORMALIZATION_FILE
+from pipeline.model.checkpoints import CHECKPOINT_CONFIG, CHECKPOINT_TRAIN_STATE, CheckpointError
 from schemas.conventions import CONTEXT_FRAMES
 
 log = logging.getLogger(__name__)
@@ -220,16 +223,26 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
           progress: bool = True) -> dict:
     """Train (or resume) into `run_dir`; return the summary also written to `run_dir/summary.json`.
 
-    `stop_after_epochs` ends the process early as a kill would (for resume tests).
+    `stop_after_epochs` ends the process early as a kill would (for resume tests). The run folder is
+    locked while training (a second run into it fails at once), and leftovers of a save that a kill
+    interrupted are swept first.
     """
+    from pipeline.model.checkpoints import sweep_checkpoints
+
+    if cfg.amp not in ("", "bfloat16"):
+        raise ValueError(f"amp must be '' or 'bfloat16', got {cfg.amp!r}")
+    run_dir = Path(run_dir)
+    with output_lock(run_dir, "training"):
+        sweep_checkpoints(run_dir)
+        return _train(Path(dataset_dir), run_dir, cfg, stop_after_epochs, progress)
+
+
+def _train(dataset_dir: Path, run_dir: Path, cfg: TrainConfig, stop_after_epochs: int | None, progress: bool) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
     from pipeline.dataset.loader import LHGDataset
-    if cfg.amp not in ("", "bfloat16"):
-        raise ValueError(f"amp must be '' or 'bfloat16', got {cfg.amp!r}")
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     train_set, valid_set = open_split(dataset_dir, "train", cfg), open_split(dataset_dir, "valid", cfg)
@@ -243,7 +256,7 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
              "dataset": str(Path(dataset_dir).resolve()),
              "steps_per_epoch": math.ceil(len(train_set) / cfg.batch_size)}
     model, optimizer, scheduler, (start_epoch, best_val, history) = _model_and_state(run_dir, cfg, model_cfg,
-                                                                                   device)
+                                                                                   device, extra)
     valid_loader = DataLoader(valid_set, batch_size=cfg.batch_size, collate_fn=collate)
     log.info("training %s/%s on %s: %d train / %d valid segments, epochs %d-%d -> %s", cfg.arch, cfg.speech,
                 device, len(train_set), len(valid_set), start_epoch + 1, cfg.epochs, run_dir)
@@ -268,6 +281,7 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
             break
     if bar is not None:
         bar.close()
+    _write_log(run_dir / "log.csv", history)  # again: a kill after the last checkpoint switch left it behind
     log.info("training: %d of %d epochs done, best valid loss %.4f; checkpoints in %s", len(history), cfg.epochs,
                 best_val, run_dir)
     summary = {"epochs_done": len(history), "best_valid_loss": best_val, "history": history,
@@ -276,32 +290,57 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
     return summary
 
 
-def _model_and_state(run_dir: Path, cfg: TrainConfig, model_cfg: Any, device: Any) -> tuple:
+def _model_and_state(run_dir: Path, cfg: TrainConfig, model_cfg: Any, device: Any, extra: dict) -> tuple:
     """A fresh model and optimiser, or those of the last finished epoch in `run_dir` (resume)
     -> (model, optimizer, scheduler, (first epoch to run, best valid loss, log rows so far))."""
     import torch
 
-    from pipeline.model.network import LHGModel, load_checkpoint
+    from pipeline.model.network import LHGModel
 
-    state_path = run_dir / "last" / "train_state.pt"
+    last = run_dir / "last"
     start_epoch, best_val, history, state = 0, math.inf, [], None
-    if state_path.is_file():
-        model, saved = load_checkpoint(run_dir / "last")
-        if TrainConfig.from_dict(saved.get("train", {})) != cfg:
-            raise RuntimeError(f"{run_dir}: holds a run with other settings; use another run folder")
-        state = torch.load(state_path, weights_only=True)
+    if last.exists() or last.is_symlink():
+        model, state = _resumable(last, cfg, model_cfg, extra)
         start_epoch, best_val = int(state["epoch"]) + 1, float(state["best_val"])
-        history = [row for row in _read_log(run_dir / "log.csv") if int(row["epoch"]) < start_epoch]
+        history = state.get("history") or [row for row in _read_log(run_dir / "log.csv")
+                                           if int(row["epoch"]) < start_epoch]
+        log.info("resuming %s after epoch %d", run_dir, start_epoch - 1)
     else:
         model = LHGModel(model_cfg)
     model.to(device)
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
+            raise CheckpointError(last / CHECKPOINT_TRAIN_STATE, f"optimiser, scheduler or RNG state does not fit "
+                                  f"this model and optimiser: {err}") from None
     return model, optimizer, scheduler, (start_epoch, best_val, history)
+
+
+def _resumable(last: Path, cfg: TrainConfig, model_cfg: Any, extra: dict) -> tuple[Any, dict]:
+    """The model and training state in `last/`, checked to continue this very run exactly; any
+    inconsistency is refused with the file and what differs (a silent fresh start would lose the run)."""
+    from pipeline.model.checkpoints import load_train_state, real_folder
+    from pipeline.model.network import load_checkpoint
+
+    last = real_folder(last)
+    model, saved = load_checkpoint(last)
+    state = load_train_state(last)
+    config = last / CHECKPOINT_CONFIG
+    if TrainConfig.from_dict(saved.get("train", {})) != cfg:
+        raise CheckpointError(config, "holds a run with other training settings; use another run folder")
+    if model.cfg != model_cfg or saved.get("normalization") != extra["normalization"]:
+        raise CheckpointError(config, "model configuration or normalisation differs from what this dataset gives "
+                              "(the dataset changed since the run started); use another run folder")
+    if saved.get("epoch") != int(state["epoch"]):
+        raise CheckpointError(last / CHECKPOINT_TRAIN_STATE, f"training state of epoch {int(state['epoch'])} but "
+                              f"weights of epoch {saved.get('epoch')} ({config}): a save was interrupted; "
+                              "remove the run folder to start again")
+    return model, state
 
 
 def parameter_groups(model: Any, cfg: TrainConfig) -> list[dict]:
@@ -340,20 +379,24 @@ def _train_epoch(model: Any, train_set: Any, optimizer: Any, cfg: TrainConfig, d
 
 def _save_epoch(run_dir: Path, model: Any, optimizer: Any, scheduler: Any, extra: dict, history: list[dict],
                 best_val: float, *, final: bool) -> float:
-    """Checkpoints (`best` when the valid loss improved, always `last` + optimiser state) and the log of
-    the epoch just finished (`history[-1]`), each written atomically -> the best valid loss so far."""
+    """Checkpoints of the epoch just finished (`history[-1]`): `best` when the valid loss improved, then
+    always `last` with the training state (optimiser, scheduler, RNG, log rows), each published as one
+    atomic unit; then log.csv -> the best valid loss so far.
+
+    `best` is switched before `last`: a kill in between resumes from the previous `last`, redoes the
+    epoch and publishes the same `best` again, so the two never disagree about the best loss."""
     import torch
 
     from pipeline.model.network import save_checkpoint
 
     epoch, val_loss = history[-1]["epoch"], history[-1]["valid_loss"]
+    info = {**extra, "epoch": epoch, "valid_loss": val_loss}
     if val_loss < best_val or (math.isnan(val_loss) and final):
         best_val = val_loss if not math.isnan(val_loss) else best_val
-        save_checkpoint(model, run_dir / "best", {**extra, "epoch": epoch, "valid_loss": val_loss})
-    save_checkpoint(model, run_dir / "last", {**extra, "epoch": epoch, "valid_loss": val_loss})
-    with atomic_path(run_dir / "last" / "train_state.pt") as tmp:
-        torch.save({"epoch": epoch, "best_val": best_val, "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()}, tmp)
+        save_checkpoint(model, run_dir / "best", info)
+    state = {"epoch": epoch, "best_val": best_val, "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "history": history}
+    save_checkpoint(model, run_dir / "last", info, train_state=state)
     _write_log(run_dir / "log.csv", history)
     return best_val
 

@@ -80,6 +80,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     As in the reference FID code: when sqrtm is not finite (near-singular product) eps·I is added to
     both covariances and the square root retried; a tiny imaginary part from round-off is dropped, a
     large one (> 1e-3 relative to the trace scale) raises. Tiny negative results are clipped to 0.
+    A NaN/inf mean or covariance (from non-finite frames) gives NaN: the distance is undefined, and
+    sqrtm would only fail deep inside scipy.
     """
     mu1 = np.atleast_1d(np.asarray(mu1, dtype=np.float64))
     mu2 = np.atleast_1d(np.asarray(mu2, dtype=np.float64))
@@ -90,6 +92,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
         raise ValueError(f"means must be 1-D vectors of the same length, got {mu1.shape} and {mu2.shape}")
     if s1.shape != (d, d) or s2.shape != (d, d):
         raise ValueError(f"covariances must be [{d}, {d}] to match the means, got {s1.shape} and {s2.shape}")
+    if not all(np.isfinite(a).all() for a in (mu1, mu2, s1, s2)):
+        return float("nan")
 
     with warnings.catch_warnings():
         # Singular products are expected (still windows, constant channels); the result is checked below.
