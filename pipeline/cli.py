@@ -146,13 +146,19 @@ def _verify(args: argparse.Namespace) -> int:
     its shards; a checkpoint's weights match the sha256 recorded when it was saved. Exit status 1
     and one line per problem when anything is wrong."""
     from pipeline.dataset.manifest import MANIFEST_FILE, dataset_problems
+    from pipeline.model.checkpoints import CHECKPOINT_CONFIG, verify_checkpoint
 
     failed = 0
     for folder in args.folders:
         if (folder / MANIFEST_FILE).is_file():
             problems = dataset_problems(folder, checksums=not args.quick)
+        elif (folder / CHECKPOINT_CONFIG).is_file():
+            problems = verify_checkpoint(folder)
+        elif any((folder / name).exists() for name in ("best", "last")):  # a training run: its checkpoints
+            problems = [p for name in ("best", "last") if (folder / name).exists()
+                        for p in verify_checkpoint(folder / name)]
         else:
-            problems = [f"{folder}: neither a dataset ({MANIFEST_FILE}) nor a checkpoint"]
+            problems = [f"{folder}: neither a dataset ({MANIFEST_FILE}) nor a checkpoint or training run"]
         for problem in problems:
             log.error("%s", problem)
         if problems:

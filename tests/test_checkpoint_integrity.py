@@ -134,6 +134,9 @@ def test_flipped_bits_are_named(tmp_path):
         path.write_bytes(bytes(data))
     problems = verify_checkpoint(folder)
     assert len(problems) == 2 and all("sha256" in p for p in problems), problems
+    from pipeline.cli import main
+
+    assert main(["verify", str(folder)]) == 1 and main(["verify", str(tmp_path)]) == 1  # a checkpoint, a run
     assert {Path(p.split(": ")[0]).name for p in problems} == {"model.safetensors", "train_state.pt"}
     with pytest.raises(CheckpointError, match=r"model\.safetensors: sha256 .* differs"):
         load_checkpoint(folder)

@@ -61,11 +61,12 @@ def shard_rows(path: Path) -> dict[str, int]:
     return {name: int(meta["shape"][0]) for name, meta in header.items() if name != "__metadata__"}
 
 
-def dataset_problems(dataset_dir: str | Path, *, checksums: bool = False,
-                     ssl_sets: set[str] | None = None) -> list[str]:
+def dataset_problems(dataset_dir: str | Path, *, checksums: bool = False, ssl_sets: set[str] | None = None,
+                     splits: set[str] | None = None) -> list[str]:
     """Everything wrong with a built dataset (empty list: intact). Sizes and segment bounds always;
-    sha256 of every listed file when `checksums` (reads every byte once), except the SSL sets not
-    in `ssl_sets` when it is given (a training run hashes only the features it reads)."""
+    sha256 of every listed file when `checksums` (reads every byte once), except shards of SSL sets
+    not in `ssl_sets` and of splits not in `splits` when those are given (a training run hashes
+    only what it reads)."""
     dataset_dir = Path(dataset_dir)
     try:
         manifest = read_manifest(dataset_dir)
@@ -76,9 +77,14 @@ def dataset_problems(dataset_dir: str | Path, *, checksums: bool = False,
         return [f"{dataset_dir / MANIFEST_FILE}: lists no files (written by an older version); rebuild the dataset"]
     skipped = tuple(entry["dir"] + "/" for name, entry in manifest["ssl"].items()
                     if ssl_sets is not None and name not in ssl_sets)
+
+    def hashed(name: str) -> bool:
+        shard_of = Path(name).name.split("-")[0] if name.endswith(".safetensors") else None
+        return checksums and not any(name.startswith(d) for d in skipped) and (
+            splits is None or shard_of is None or shard_of in splits)
+
     problems = [p for name, entry in files.items()
-                if (p := file_problem(dataset_dir / name, entry,
-                                      checksums=checksums and not any(name.startswith(d) for d in skipped)))]
+                if (p := file_problem(dataset_dir / name, entry, checksums=hashed(name)))]
     if problems:
         return problems
     return _segment_problems(dataset_dir, manifest, set(files))
@@ -116,10 +122,11 @@ def _segment_problems(dataset_dir: Path, manifest: dict, listed: set[str]) -> li
     return problems
 
 
-def require_intact(dataset_dir: str | Path, *, ssl_sets: set[str] | None = None) -> None:
+def require_intact(dataset_dir: str | Path, *, splits: set[str], ssl_sets: set[str] | None = None) -> None:
     """Refuse to train on or evaluate a dataset whose files are missing or altered: flipped bits in a
-    shard otherwise give numbers that look like results."""
-    problems = dataset_problems(dataset_dir, checksums=True, ssl_sets=ssl_sets)
+    shard otherwise give numbers that look like results. Hashes the shards of `splits` (and of the SSL
+    sets in `ssl_sets`; None: all) and every index and table."""
+    problems = dataset_problems(dataset_dir, checksums=True, ssl_sets=ssl_sets, splits=splits)
     if problems:
         raise CorruptOutputError(Path(dataset_dir) / MANIFEST_FILE, "the dataset is damaged:\n  "
                                  + "\n  ".join(problems[:10]) + "\ndelete the files named and run BuildSplits again: it "

@@ -14,7 +14,6 @@ reported (`non_finite`, metrics NaN) rather than scored, and the others are eval
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import numpy as np
 
 import pipeline.evaluation.metrics as metrics
 from pipeline.common.errors import InputError
+from pipeline.dataset.manifest import MANIFEST_FILE, read_manifest, require_intact
 from pipeline.evaluation import baselines
 from pipeline.evaluation.config import EvalConfig
 from pipeline.evaluation.conventions import Evaluated, alternatives
@@ -284,9 +284,10 @@ def evaluate(dataset_dir: str | Path, checkpoints: dict[str, str | Path], out_di
 
     cfg.validate()
     dataset_dir = Path(dataset_dir)
-    manifest = json.loads((dataset_dir / "manifest.json").read_text())
+    require_intact(dataset_dir, splits={"train", cfg.split})  # train: the references of FD, Random, detectors
+    manifest = read_manifest(dataset_dir)
     head_columns = list(manifest["head_columns"])
-    channels = _metric_channels(head_columns, cfg, str(dataset_dir / "manifest.json"))
+    channels = _metric_channels(head_columns, cfg, str(dataset_dir / MANIFEST_FILE))
     channel_idx = [head_columns.index(ch) for ch in channels]
     c, e = cfg.context_frames, cfg.eval_frames
 

@@ -178,7 +178,7 @@ def generate_for_checkpoint(folder: Path, dataset_dir: Path, cfg: EvalConfig, st
     bar.close()
     seconds = time.perf_counter() - started
     ssl = features.get("ssl") or {}
-    info = {"checkpoint": str(folder.resolve()), "arch": model.cfg.arch, "speech": model.cfg.speech,
+    info = {"checkpoint": str(folder.absolute()), "arch": model.cfg.arch, "speech": model.cfg.speech,
             "ssl_set": source.ssl_set, "ssl_mode": ssl.get("mode"), "ssl_model": ssl.get("model_id") or ssl.get("model"),
             "epoch": extra.get("epoch"),
             "valid_loss": extra.get("valid_loss"), "generation_s": round(seconds, 3),

@@ -177,7 +177,9 @@ def open_split(dataset_dir: str | Path, split: str, cfg: TrainConfig):
 
 def feature_spec(dataset_dir: str | Path, cfg: TrainConfig) -> dict:
     """What the model's inputs are, stored with every checkpoint so evaluation can check it gets the same."""
-    manifest = json.loads((Path(dataset_dir) / "manifest.json").read_text())
+    from pipeline.dataset.manifest import read_manifest
+
+    manifest = read_manifest(dataset_dir)
     ssl = manifest["ssl"][cfg.ssl_set]["spec"] if cfg.speech != "fbank" else None
     return {"head_columns": manifest["head_columns"], "speech": cfg.speech, "ssl_set": cfg.ssl_set,
             "ssl_layers": list(cfg.ssl_layers), "ssl": ssl}
@@ -242,9 +244,11 @@ def _train(dataset_dir: Path, run_dir: Path, cfg: TrainConfig, stop_after_epochs
     from torch.utils.data import DataLoader
 
     from pipeline.dataset.loader import LHGDataset
+    from pipeline.dataset.manifest import require_intact
 
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
+    require_intact(dataset_dir, splits={"train", "valid"}, ssl_sets={cfg.ssl_set} if cfg.ssl_set else set())
     train_set, valid_set = open_split(dataset_dir, "train", cfg), open_split(dataset_dir, "valid", cfg)
     if len(train_set) == 0:
         raise RuntimeError(f"{dataset_dir}: the train split is empty")
