@@ -113,6 +113,12 @@ def test_checksums_cover_every_file_and_find_flipped_bits(built_dataset, tmp_pat
 
     assert main(["verify", str(dataset)]) == 1
     assert main(["verify", "--quick", str(dataset)]) == 0
+    from pipeline.evaluation.config import EvalConfig
+    from pipeline.evaluation.evaluate import evaluate
+
+    assert victim.name.startswith("test-")  # a split the evaluation reads
+    with pytest.raises(CorruptOutputError, match=r"the dataset is damaged:\n  .*test-00000\.safetensors: sha256"):
+        evaluate(dataset, {}, tmp_path / "eval", EvalConfig(video_samples=0))  # no numbers from flipped bits
 
 
 def test_a_missing_shard_makes_the_build_run_again(built_dataset, sample_corpus, tmp_path):
