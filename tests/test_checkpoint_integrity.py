@@ -127,6 +127,11 @@ def test_flipped_bits_are_named(tmp_path):
     folder = tmp_path / "last"
     save(tiny_model(0), folder, epoch=0)
     assert verify_checkpoint(folder) == []
+    import stat
+
+    from pipeline.common.fsutil import FILE_MODE
+
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {FILE_MODE}  # safetensors alone: 0600
     for name in ("model.safetensors", "train_state.pt"):
         path = folder / name
         data = bytearray(path.read_bytes())

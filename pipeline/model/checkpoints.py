@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.common.errors import InputError
-from pipeline.common.fsutil import sha256_file
+from pipeline.common.fsutil import FILE_MODE, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ def _fsync(path: Path) -> None:
 def _write_file(path: Path, write: Callable[[Path], None]) -> str:
     """Write one file of a unit, flush it to disk -> its sha256."""
     write(path)
+    os.chmod(path, FILE_MODE)  # safetensors creates 0600; outputs are uniform
     _fsync(path)
     return sha256_file(path)
 
