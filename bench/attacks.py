@@ -345,6 +345,86 @@ def fault_attacks(work: Path, pristine: Path) -> list[tuple[str, str, str, str]]
                  else "silent", f"rc {again.returncode}"))
     rows += _damaged_outputs(corpus, out)
     rows += _bad_settings(corpus, work)
+    rows += _model_faults(out / "dataset", work / "runs")
+    return rows
+
+
+def _outcome(name: str, what: str, action: Callable[[], object], expected: type[BaseException],
+             words: str) -> tuple[str, str, str, str]:
+    """Run `action`: handled when it raises `expected` whose message contains `words`."""
+    try:
+        action()
+    except expected as exc:
+        return (name, what, "handled" if words in str(exc) else "partial", str(exc).replace("\n", " ")[:160])
+    except Exception as exc:  # noqa: BLE001 - the point is to see what escapes
+        return name, what, "crashed", f"{type(exc).__name__}: {str(exc)[:140]}"
+    return name, what, "silent", "no error"
+
+
+def _model_faults(dataset: Path, runs: Path) -> list[tuple[str, str, str, str]]:
+    """Kills and damage around training and evaluation, on a small model trained for 2 epochs."""
+    import torch
+
+    from pipeline.evaluation.evaluate import EvalConfig, evaluate
+    from pipeline.model.checkpoints import CheckpointError
+    from pipeline.model.network import load_checkpoint, save_checkpoint
+    from pipeline.model.train import preset, train
+
+    cfg = preset("tiny", n_blocks=1, width=16, n_heads=2, epochs=2)
+    train(dataset, runs / "straight", cfg, progress=False)
+    straight = load_checkpoint(runs / "straight" / "last")[0].state_dict()
+    rows = []
+    # killed between writing the weights and the training state (the write of train_state.pt fails)
+    import pipeline.model.checkpoints as checkpoints
+
+    real_write = checkpoints._write_file
+
+    def dies_at_train_state(path: Path, write):
+        if path.name == "train_state.pt" and not dies_at_train_state.fired:
+            dies_at_train_state.fired = True
+            raise KeyboardInterrupt("killed")
+        return real_write(path, write)
+
+    dies_at_train_state.fired = False
+    checkpoints._write_file = dies_at_train_state
+    try:
+        train(dataset, runs / "killed", cfg, progress=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        checkpoints._write_file = real_write
+    train(dataset, runs / "killed", cfg, progress=False)
+    resumed = load_checkpoint(runs / "killed" / "last")[0].state_dict()
+    same = all(torch.equal(straight[k], resumed[k]) for k in straight)
+    rows.append(("kill_between_weights_and_state", "killed between a checkpoint's weights and its training state",
+                 "handled" if same else "silent", "resumed to the uninterrupted run's weights" if same else "differs"))
+    config = runs / "straight" / "best" / "config.json"
+    saved = config.read_text()
+    config.write_text(saved[:50])
+    rows.append(_outcome("corrupt_config_json", "config.json cut short", lambda: load_checkpoint(config.parent),
+                         CheckpointError, "config.json"))
+    config.write_text(saved)
+    state = runs / "straight" / "last" / "train_state.pt"
+    state_bytes = state.read_bytes()
+    state.write_bytes(state_bytes[: len(state_bytes) // 2])
+    rows.append(_outcome("corrupt_train_state", "train_state.pt cut short, then resumed with more epochs",
+                         lambda: train(dataset, runs / "straight", preset("tiny", n_blocks=1, width=16, n_heads=2,
+                                                                          epochs=3), progress=False),
+                         CheckpointError, "train_state.pt"))
+    state.write_bytes(state_bytes)
+    model, extra = load_checkpoint(runs / "straight" / "best")
+    with torch.no_grad():
+        next(iter(model.parameters())).view(-1)[0] = float("nan")
+    save_checkpoint(model, runs / "nan_weights", extra)
+    eval_cfg = EvalConfig(video_samples=0, rtf_samples=1, figure_samples=1)
+    try:
+        results = evaluate(dataset, {"good": runs / "straight", "nan": runs / "nan_weights"}, runs / "eval", eval_cfg)
+        ok = "nan" in results.get("non_finite", {}) and all(v is not None for v in results["table"]["good"].values())
+        rows.append(("nan_checkpoint", "a checkpoint with NaN weights evaluated beside a good one",
+                     "handled" if ok else "silent", "reported as non-finite, the good model scored" if ok else
+                     str(results.get("non_finite"))[:120]))
+    except Exception as exc:  # noqa: BLE001
+        rows.append(("nan_checkpoint", "a checkpoint with NaN weights", "crashed", f"{type(exc).__name__}: {exc}"[:160]))
     return rows
 
 
