@@ -55,9 +55,11 @@ class AlignmentSettings:
     refine_s: float = 1.5  # waveform stretch per window
     refine_search_s: float = 0.02  # waveform search around the envelope lag (2 envelope frames)
     refine_cutoff_hz: float = 1000.0
-    min_envelope_peak: float = 0.5  # envelope correlation a window needs to count as evidence
-    min_waveform_peak: float = 0.5  # waveform correlation a refinement needs to replace the envelope lag
-    min_windows: int = 2  # agreeing windows needed for a confident result
+    # A window is evidence when its envelope AND its waveform match. The envelope alone is weak:
+    # unrelated speech-like tracks reach 0.7 on 5 s windows; their low-passed waveforms stay < 0.1.
+    min_envelope_peak: float = 0.5
+    min_waveform_peak: float = 0.5
+    min_windows: int = 2  # matching windows needed for a confident result (and a drift estimate)
     warn_drift_s: float = HEAD_FRAME_S
 
 
@@ -189,6 +191,8 @@ def align_waves(track_wave: np.ndarray, ref_wave: np.ndarray, sr: int = SAMPLE_R
     env_t, env_r = log_energy_envelope(track_wave, sr), log_energy_envelope(ref_wave, sr)
     dur = track_wave.size / sr
     base = {"track": track, "reference": reference, "track_duration_s": round(dur, 6)}
+    if not np.any(track_wave):
+        return _refusal(base, 0.0, 0.0, (), "the track is digital silence")
     if env_t.size < 2 * ENVELOPE_RATE or env_r.size < 2 * ENVELOPE_RATE:
         return _refusal(base, 0.0, 0.0, (), "track or reference shorter than 2 s: nothing to correlate")
     lag0, peak0 = _global_lag(env_t, env_r, st)
@@ -301,10 +305,12 @@ def _fit(base: dict[str, Any], lag0: float, peak0: float, windows: list[WindowLa
     used = [wl for wl in windows if wl.used]
     need = min(st.min_windows, len(windows))
     if len(used) < need:
-        peaks = ", ".join(f"{wl.envelope_peak:.2f}" for wl in windows)
+        env = ", ".join(f"{wl.envelope_peak:.2f}" for wl in windows)
+        wave = ", ".join("-" if wl.waveform_peak is None else f"{wl.waveform_peak:.2f}" for wl in windows)
         return _refusal(base, lag0, peak0, tuple(windows),
-                        f"{len(used)} of {len(windows)} windows correlate with the reference (envelope peaks "
-                        f"{peaks}; need >= {st.min_envelope_peak} in {need}): unrelated audio, silence or "
+                        f"{len(used)} of {len(windows)} windows match the reference (envelope peaks {env}; "
+                        f"waveform peaks {wave}; a match needs >= {st.min_envelope_peak} and >= "
+                        f"{st.min_waveform_peak}, and {need} matches are needed): unrelated audio, silence or "
                         f"the wrong file?")
     t = np.array([wl.track_time_s for wl in used])
     lag = np.array([wl.lag_s for wl in used])
