@@ -23,6 +23,7 @@ import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +244,13 @@ def _frames(layouts: list[_Layout], renderers: dict[tuple[str, int, int], HeadRe
         yield canvas
 
 
+@lru_cache(maxsize=16)
+def _renderer(look: ParticipantLook, width: int, height: int) -> HeadRenderer:
+    """Renderers are read-only once built (a depth map and a FaceMesh calibration, ~1 s): shared by
+    every folder made in this process with the same look and tile size."""
+    return HeadRenderer(look, width, height)
+
+
 def _write_video(build: Path, script: dict[str, Any], looks: dict[str, ParticipantLook], names: Sequence[str],
                  layouts: list[_Layout], mix: np.ndarray, fps: float, fw: int, fh: int, duration_s: float,
                  seed: int) -> None:
@@ -252,7 +260,7 @@ def _write_video(build: Path, script: dict[str, Any], looks: dict[str, Participa
                for pid in looks}
     for lk in looks.values():
         photo_landmarks(lk.photo)
-    renderers = {(pid, w, h): HeadRenderer(looks[pid], w, h)
+    renderers = {(pid, w, h): _renderer(looks[pid], w, h)
                  for lay in layouts for pid, (_x, _y, w, h) in lay.tiles.items()}
     labels = {participant_id(n): n for n in names}
     silent = build / "zoom_0.video-only.mp4"
