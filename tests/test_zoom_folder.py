@@ -3,6 +3,7 @@ per-participant tracks (offset, bleed), truth outside the folder, and byte-for-b
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -145,3 +146,16 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict, match: str) -> None:
 
 def test_participant_id_from_display_name() -> None:
     assert participant_id("Akira Sato") == "AkiraSato" and participant_id("Jean-Luc O'Neil") == "JeanLucONeil"
+
+
+def test_cli_sample_zoom(tmp_path: Path) -> None:
+    from pipeline.cli import main
+
+    assert main(["sample-zoom", str(tmp_path), "--duration", "6", "--fps", "5", "--size", "192x108",
+                 "--offset", "Mei Tanaka=0.4", "--drift", "AkiraSato=-25"]) == 0
+    truth = (tmp_path / TRUTH_FILE).read_text()
+    parts = {p["participant_id"]: p for p in json.loads(truth)["participants"]}
+    assert parts["MeiTanaka"]["audio_offset_s"] == 0.4 and parts["AkiraSato"]["drift_ppm"] == -25.0
+    assert main(["sample-zoom", str(tmp_path / "x"), "--offset", "Nobody=1"]) == 2
+    with pytest.raises(SystemExit):
+        main(["sample-zoom", str(tmp_path), "--offset", "no-number"])

@@ -98,7 +98,7 @@ def make_zoom_folder(dest: str | Path, *, seed: int = 0, duration_s: float = 30.
 
     script = make_script(pids, duration_s, rng_stream(seed, "zoom", "script"))
     sr = AUDIO_FORMATS[AUDIO_FORMAT]["sr"]
-    looks = _looks(pids)
+    looks = zoom_looks(pids)
     voices = {pid: make_speech_track(script, pid, sr, looks[pid].f0_hz, rng_stream(seed, "zoom", "voice", pid))
               for pid in pids}
     layouts = _layouts(view, fw, fh, pids, duration_s, layout_change_at_s, script)
@@ -107,7 +107,7 @@ def make_zoom_folder(dest: str | Path, *, seed: int = 0, duration_s: float = 30.
     build = dest / f".building-{uuid.uuid4().hex[:8]}"
     (build / "Audio Record").mkdir(parents=True)
     try:
-        mix = _mix(voices)
+        mix = mix_voices(voices)
         _write_video(build, script, looks, names, layouts, mix, fps, fw, fh, duration_s, seed)
         write_audio(build / "audio_only.m4a", mix, AUDIO_FORMAT)
         tracks: dict[str, str] = {}
@@ -142,13 +142,13 @@ def _per_participant(values: Mapping[str, float] | None, names: Sequence[str], w
     return [by_name.get(n, 0.0) for n in names]
 
 
-def _looks(pids: Sequence[str]) -> dict[str, ParticipantLook]:
+def zoom_looks(pids: Sequence[str]) -> dict[str, ParticipantLook]:
     """The first two built-in looks (two different photos and voices), renamed."""
     base = (DEFAULT_LOOKS["P01"], DEFAULT_LOOKS["P02"])
     return {pid: replace(lk, participant_id=pid) for pid, lk in zip(pids, base, strict=True)}
 
 
-def _mix(voices: Mapping[str, np.ndarray]) -> np.ndarray:
+def mix_voices(voices: Mapping[str, np.ndarray]) -> np.ndarray:
     """The call's mixed audio on the video timeline: both voices, peak at -3 dBFS."""
     mix = np.sum(list(voices.values()), axis=0)
     return mix * (10 ** (-3 / 20) / max(float(np.abs(mix).max()), 1e-9))
