@@ -3,6 +3,7 @@ known truth; unrelated audio and silence are refused, never guessed."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,8 @@ def test_unrelated_track_is_refused(folder_a: ZoomSample, folder_b: ZoomSample) 
     result = align_track(other, folder_a.folder / "zoom_0.mp4")
     assert not result.confident and result.offset_s is None and result.drift_ppm is None
     assert "windows match the reference" in result.reason
+    report = json.loads(json.dumps(result.to_dict()))  # the evidence goes into an import report as is
+    assert report["confident"] is False and len(report["windows"]) == 5
     with pytest.raises(AlignmentError) as err:
         result.require()
     assert str(other) in str(err.value)

@@ -138,6 +138,7 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
     ({"offsets_s": {"Nobody": 1.0}}, "unknown participant"),
     ({"view": "speaker", "layout_change_at_s": 3.0}, "layout_change_at_s"),
     ({"names": ("A B", "AB")}, "two display names"),
+    ({"offsets_s": {"Akira Sato": 29.5}}, "under 1 s of track"),
 ])
 def test_bad_arguments(tmp_path: Path, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -72,24 +72,19 @@ def make_zoom_folder(dest: str | Path, *, seed: int = 0, duration_s: float = 30.
                      layout_change_at_s: float | None = None, fps: float = 25.0,
                      frame_size: tuple[int, int] = (640, 360), topic: str = "Listening study",
                      start_time: str = "2026-11-20 10.00.00") -> ZoomSample:
-    """Write `<dest>/<start_time> <topic> <meeting id>/` (replacing one left by an earlier call) and
-    `<dest>/truth.json`. Deterministic: same arguments -> same bytes.
+    """Write `<dest>/<start_time> <topic> <meeting id>/` (an earlier folder of that name is replaced)
+    and `<dest>/truth.json`. Deterministic: same arguments -> same bytes.
 
     names: the two display names; offsets_s / drift_ppm: per display name or participant id
     (default 0); bleed_db: level of the other person's voice in a track relative to their own;
     view: "gallery" (two tiles, name labels) or "speaker" (the active speaker fills the frame, the
     other is a thumbnail; tiles swap); layout_change_at_s: gallery only, the window shrinks then."""
-    if view not in VIEWS:
-        raise ValueError(f"view must be one of {VIEWS}, not {view!r}")
-    if len(names) != 2 or len({participant_id(n) for n in names}) != 2 or not all(participant_id(n) for n in names):
-        raise ValueError(f"expected two display names with distinct letters/digits, got {list(names)!r}")
-    if layout_change_at_s is not None and (view != "gallery" or not 0 < layout_change_at_s < duration_s):
-        raise ValueError("layout_change_at_s needs the gallery view and a time inside the call")
-    if "aac" not in ffmpeg_encoders():
-        raise RuntimeError("this ffmpeg has no AAC encoder; Zoom-like .m4a files cannot be written")
+    _check_arguments(view, names, duration_s, layout_change_at_s)
     pids = [participant_id(n) for n in names]
     offsets = _per_participant(offsets_s, names, "offsets_s")
     drifts = _per_participant(drift_ppm, names, "drift_ppm")
+    if any(off > duration_s - 1.0 for off in offsets):
+        raise ValueError(f"offsets_s {offsets} leave under 1 s of track inside a {duration_s:g} s call")
     fw, fh = (int(v) // 4 * 4 for v in frame_size)
     rng = rng_stream(seed, "zoom", *pids)
     meeting_id = str(int(rng.integers(81_000_000_000, 89_999_999_999)))
@@ -110,9 +105,8 @@ def make_zoom_folder(dest: str | Path, *, seed: int = 0, duration_s: float = 30.
         mix = mix_voices(voices)
         _write_video(build, script, looks, names, layouts, mix, fps, fw, fh, duration_s, seed)
         write_audio(build / "audio_only.m4a", mix, AUDIO_FORMAT)
-        tracks: dict[str, str] = {}
+        tracks = {pid: f"Audio Record/audio{pid}{digits[pid]}.m4a" for pid in pids}
         for k, pid in enumerate(pids):
-            tracks[pid] = f"Audio Record/audio{pid}{digits[pid]}.m4a"
             y = participant_track(voices[pid], voices[pids[1 - k]], sr, offsets[k], drifts[k], bleed_db,
                                   duration_s, rng_stream(seed, "zoom", "floor", pid))
             write_audio(build / tracks[pid], y, AUDIO_FORMAT)
@@ -129,6 +123,19 @@ def make_zoom_folder(dest: str | Path, *, seed: int = 0, duration_s: float = 30.
                    bleed_db, layouts, layout_change_at_s, script)
     write_json_atomic(dest / TRUTH_FILE, truth)
     return ZoomSample(dest / folder_name, dest / TRUTH_FILE)
+
+
+def _check_arguments(view: str, names: Sequence[str], duration_s: float, change_at_s: float | None) -> None:
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}, not {view!r}")
+    if len(names) != 2 or len({participant_id(n) for n in names}) != 2 or not all(participant_id(n) for n in names):
+        raise ValueError(f"expected two display names with distinct letters/digits, got {list(names)!r}")
+    if not duration_s >= 2.0:
+        raise ValueError(f"duration_s must be at least 2 s, not {duration_s!r}")
+    if change_at_s is not None and (view != "gallery" or not 0 < change_at_s < duration_s):
+        raise ValueError("layout_change_at_s needs the gallery view and a time inside the call")
+    if "aac" not in ffmpeg_encoders():
+        raise RuntimeError("this ffmpeg has no AAC encoder; Zoom-like .m4a files cannot be written")
 
 
 def _per_participant(values: Mapping[str, float] | None, names: Sequence[str], what: str) -> list[float]:
