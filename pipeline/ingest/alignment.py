@@ -51,7 +51,7 @@ class AlignmentSettings:
     max_window_s: float = 30.0  # envelope window length cap
     global_span_s: float = 120.0  # track envelope used for the first, call-wide lag
     max_offset_s: float = 600.0  # |offset| searched
-    max_drift_ppm: float = 2000.0  # drift the window search leaves room for
+    max_drift_ppm: float = 5000.0  # drift the window search and the drift compensation allow
     refine_s: float = 1.5  # waveform stretch per window
     refine_search_s: float = 0.02  # waveform search around the envelope lag (2 envelope frames)
     refine_cutoff_hz: float = 1000.0
@@ -203,7 +203,7 @@ def align_waves(track_wave: np.ndarray, ref_wave: np.ndarray, sr: int = SAMPLE_R
     w = min(st.max_window_s, (hi - lo) / max(1, st.n_windows))
     starts = np.linspace(lo, hi - w, st.n_windows) if st.n_windows > 1 else np.array([lo + (hi - lo - w) / 2])
     windows = [_envelope_window(float(s), w, lag0, env_t, env_r, st, dur) for s in starts]
-    slope0 = _first_slope(windows)
+    slope0 = _first_slope(windows, st)
     energy = _frame_energy(track_wave, sr)
     windows = [_refine(wl, slope0, energy, track_wave, ref_wave, sr, st) if wl.used else wl for wl in windows]
     windows = _drop_inconsistent(windows, st, dur)
@@ -238,14 +238,15 @@ def _envelope_window(start_s: float, w: float, lag0: float, env_t: np.ndarray, e
                      None, False, used, "" if used else f"envelope peak {peak:.2f} < {st.min_envelope_peak}")
 
 
-def _first_slope(windows: list[WindowLag]) -> float:
-    """Drift (s per s) from the envelope lags alone: the waveform stretches are compared on the video's
-    clock with it, so a large drift does not smear their correlation."""
+def _first_slope(windows: list[WindowLag], st: AlignmentSettings) -> float:
+    """Drift (s per s) from the envelope lags alone, within +-`max_drift_ppm`: the waveform stretches
+    are compared on the video's clock with it, so a large drift does not smear their correlation."""
     used = [wl for wl in windows if wl.used]
     t = np.array([wl.track_time_s for wl in used])
     if len(used) < 2 or np.ptp(t) <= 0:
         return 0.0
-    return float(np.polyfit(t, [wl.envelope_lag_s for wl in used], 1)[0])
+    slope = float(np.polyfit(t, [wl.envelope_lag_s for wl in used], 1)[0])
+    return float(np.clip(slope, -st.max_drift_ppm * 1e-6, st.max_drift_ppm * 1e-6))
 
 
 def _refine(wl: WindowLag, slope: float, energy: np.ndarray, track_wave: np.ndarray, ref_wave: np.ndarray,
