@@ -226,7 +226,7 @@ def _layouts(view: str, fw: int, fh: int, pids: Sequence[str], duration_s: float
 def _draw_label(canvas: np.ndarray, rect: tuple[int, int, int, int], name: str) -> None:
     """Zoom's name label: white text on a dark box at the tile's bottom left."""
     x, y, w, h = rect
-    scale = max(0.3, h / 400)
+    scale = max(0.25, h / 400)  # thumbnails get the smallest legible text
     (tw, th), base = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     pad = 3
     x0, y1 = x + pad, y + h - pad
