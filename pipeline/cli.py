@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a built dataset (<out>/dataset), a checkpoint folder or a training run folder")
     verify.add_argument("--quick", action="store_true", help="sizes and structure only, no sha256 (no full read)")
     verify.set_defaults(handler=_verify)
+    sample_zoom = subparsers.add_parser("sample-zoom", help=SAMPLE_ZOOM_HELP,
+                                        description=SAMPLE_ZOOM_HELP + ". " + (_sample_zoom.__doc__ or ""))
+    _sample_zoom_arguments(sample_zoom)
+    sample_zoom.set_defaults(handler=_sample_zoom)
     return parser
 
 
@@ -166,3 +170,60 @@ def _verify(args: argparse.Namespace) -> int:
         else:
             log.info("%s: intact%s", folder, " (sizes only)" if args.quick else "")
     return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------- sample-zoom
+
+SAMPLE_ZOOM_HELP = "write a generated Zoom-like local recording folder (and its truth.json next to it)"
+
+
+def _name_value(text: str) -> tuple[str, float]:
+    name, sep, value = text.rpartition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER (e.g. 'Akira Sato=0.35'), got {text!r}") from exc
+
+
+def _frame_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, got {text!r}") from exc
+    if w < 64 or h < 36:
+        raise argparse.ArgumentTypeError(f"frame size {text!r} is too small (at least 64x36)")
+    return w, h
+
+
+def _sample_zoom_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dest", type=Path, metavar="DEST", help="folder to write into (created)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of call (default 30)")
+    parser.add_argument("--view", choices=("gallery", "speaker"), default="gallery")
+    parser.add_argument("--offset", type=_name_value, action="append", default=[], metavar="NAME=SECONDS",
+                        help="video time at which NAME's track starts (repeatable; default 0)")
+    parser.add_argument("--drift", type=_name_value, action="append", default=[], metavar="NAME=PPM",
+                        help="clock drift of NAME's track, microseconds per second (repeatable; default 0)")
+    parser.add_argument("--bleed-db", type=float, default=-20.0, help="other voice in each track (default -20 dB)")
+    parser.add_argument("--layout-change-at", type=float, default=None, metavar="SECONDS",
+                        help="gallery only: the window shrinks at this time")
+    parser.add_argument("--fps", type=float, default=25.0)
+    parser.add_argument("--size", type=_frame_size, default=(640, 360), metavar="WxH", help="video frame size")
+
+
+def _sample_zoom(args: argparse.Namespace) -> int:
+    """Participants Akira Sato and Mei Tanaka; per-participant tracks in `Audio Record/` start at
+    their offset and carry the other's voice. Deterministic: the same arguments give the same bytes."""
+    from pipeline.sample.zoom_folder import make_zoom_folder
+
+    try:
+        sample = make_zoom_folder(args.dest, seed=args.seed, duration_s=args.duration, view=args.view,
+                                  offsets_s=dict(args.offset), drift_ppm=dict(args.drift), bleed_db=args.bleed_db,
+                                  layout_change_at_s=args.layout_change_at, fps=args.fps, frame_size=args.size)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    log.info("wrote %s (truth: %s)", sample.folder, sample.truth_path)
+    return 0

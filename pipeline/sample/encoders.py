@@ -130,3 +130,23 @@ def encode_video(path: Path, width: int, height: int, fps: float, frames: Iterab
                 proc.kill()
                 proc.wait()
     return n
+
+
+def mux_audio(video: Path, y: np.ndarray, fmt: str, out: Path) -> None:
+    """`out` = the video stream of `video` (copied) plus the mono float track `y` encoded as `fmt`
+    (its AAC / MP3 codec and rate): a call recording's video with its mixed audio. Bit-exact like
+    `write_audio`; both streams start at time 0."""
+    import soundfile as sf
+
+    spec = AUDIO_FORMATS[fmt]
+    pcm = np.round(np.clip(y, -1, 1) * 32767.0).astype(np.int16)
+    wav = out.with_name(f"{out.stem}.src-{uuid.uuid4().hex[:8]}.wav")
+    try:
+        sf.write(wav, pcm, spec["sr"], subtype="PCM_16", format="WAV")
+        with atomic_path(out) as tmp:
+            cmd = [ffmpeg_exe(), "-nostdin", "-y", "-loglevel", "error", "-i", str(video), "-i", str(wav),
+                   "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *spec.get("codec", ["-c:a", "pcm_s16le"]),
+                   "-ar", str(spec["sr"]), "-ac", str(spec["channels"]), *BITEXACT_ARGS, str(tmp)]
+            subprocess.run(cmd, check=True, capture_output=True)
+    finally:
+        wav.unlink(missing_ok=True)
