@@ -31,12 +31,11 @@ from scipy import signal
 
 from pipeline.common.errors import MediaError
 from pipeline.media.audio import decode_audio
-from schemas.conventions import SAMPLE_RATE
+from schemas.conventions import HEAD_HOP_S, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
 ENVELOPE_RATE = 100  # Hz: 10 ms frames
-HEAD_FRAME_S = 0.08  # one head frame (12.5 fps): more drift than this over a call misplaces the audio
 
 
 class AlignmentError(MediaError):
@@ -60,7 +59,7 @@ class AlignmentSettings:
     min_envelope_peak: float = 0.5
     min_waveform_peak: float = 0.5
     min_windows: int = 2  # matching windows needed for a confident result (and a drift estimate)
-    warn_drift_s: float = HEAD_FRAME_S
+    warn_drift_s: float = HEAD_HOP_S  # one head frame: more drift than this over a call misplaces the audio
 
 
 @dataclass(frozen=True)
