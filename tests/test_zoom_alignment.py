@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from pipeline.ingest.alignment import (
-    HEAD_FRAME_S,
     AlignmentError,
     align_track,
     align_tracks,
@@ -19,7 +18,7 @@ from pipeline.ingest.alignment import (
 )
 from pipeline.media.audio import decode_audio
 from pipeline.sample.zoom_folder import ZoomSample, make_zoom_folder
-from schemas.conventions import SAMPLE_RATE
+from schemas.conventions import HEAD_HOP_S, SAMPLE_RATE
 
 OFFSET_TARGET_S = 0.020  # the issue's target for the audio offset error
 SAMPLE_S = 1.0 / SAMPLE_RATE
@@ -74,7 +73,7 @@ def test_drift_sign_size_and_warning(folder_a: ZoomSample, folder_b: ZoomSample)
     3000 ppm: 90 ms over 30 s, more than one head frame: flagged."""
     results = {t["drift_ppm"]: r for s in (folder_a, folder_b) for t, r in _aligned(s, "audio_only.m4a")}
     assert results[200.0].drift_ppm > 0 and results[-80.0].drift_ppm < 0
-    assert results[3000.0].drift_over_track_s > HEAD_FRAME_S and results[3000.0].drift_warning
+    assert results[3000.0].drift_over_track_s > HEAD_HOP_S and results[3000.0].drift_warning
     for ppm in (200.0, -80.0, 0.0):
         assert not results[ppm].drift_warning, ppm
     assert abs(results[0.0].drift_over_track_s) <= _drift_tolerance_s(results[0.0], 21.25)
