@@ -122,6 +122,23 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def file_entry(path: Path) -> dict[str, Any]:
+    """What a manifest records of one file: its size and sha256 (checked by `pipeline verify`)."""
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def file_problem(path: Path, entry: dict[str, Any], *, checksums: bool) -> str | None:
+    """None when `path` has the recorded size (and sha256); else what is wrong with it."""
+    if not path.is_file():
+        return f"{path}: missing"
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        return f"{path}: {size} bytes, expected {entry['bytes']} (truncated or replaced)"
+    if checksums and sha256_file(path) != entry["sha256"]:
+        return f"{path}: sha256 differs from the one recorded when it was written (altered or corrupt)"
+    return None
+
+
 def stable_hash(obj: Any, n: int = 12) -> str:
     """Short hash of a JSON-serialisable value (configs, lists of input hashes)."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from pipeline.common.errors import CorruptOutputError
-from pipeline.dataset.shards import file_problem
+from pipeline.common.fsutil import file_problem
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MANIFEST_FILE = "manifest.json"
 SEGMENTS_FILE = "segments.parquet"
@@ -41,6 +42,8 @@ def read_manifest(dataset_dir: str | Path) -> dict[str, Any]:
 
 def read_segments(dataset_dir: str | Path) -> pd.DataFrame:
     """segments.parquet of a built dataset; CorruptOutputError naming the file when it is unusable."""
+    import pandas as pd
+
     path = Path(dataset_dir) / SEGMENTS_FILE
     try:
         return pd.read_parquet(path)
@@ -62,11 +65,11 @@ def shard_rows(path: Path) -> dict[str, int]:
 
 
 def dataset_problems(dataset_dir: str | Path, *, checksums: bool = False, ssl_sets: set[str] | None = None,
-                     splits: set[str] | None = None) -> list[str]:
-    """Everything wrong with a built dataset (empty list: intact). Sizes and segment bounds always;
-    sha256 of every listed file when `checksums` (reads every byte once), except shards of SSL sets
-    not in `ssl_sets` and of splits not in `splits` when those are given (a training run hashes
-    only what it reads)."""
+                     splits: set[str] | None = None, bounds: bool = True) -> list[str]:
+    """Everything wrong with a built dataset (empty list: intact). Sizes always; segment bounds (every
+    segment inside its shards' rows) when `bounds`; sha256 of every listed file when `checksums`
+    (reads every byte once), except shards of SSL sets not in `ssl_sets` and of splits not in
+    `splits` when those are given (a training run hashes only what it reads)."""
     dataset_dir = Path(dataset_dir)
     try:
         manifest = read_manifest(dataset_dir)
@@ -85,13 +88,15 @@ def dataset_problems(dataset_dir: str | Path, *, checksums: bool = False, ssl_se
 
     problems = [p for name, entry in files.items()
                 if (p := file_problem(dataset_dir / name, entry, checksums=hashed(name)))]
-    if problems:
+    if problems or not bounds:
         return problems
     return _segment_problems(dataset_dir, manifest, set(files))
 
 
 def _segment_problems(dataset_dir: Path, manifest: dict, listed: set[str]) -> list[str]:
     """Every segment lies in a listed shard, inside its rows, and has its SSL rows in every SSL set."""
+    import pandas as pd
+
     try:
         segments = read_segments(dataset_dir)
     except CorruptOutputError as exc:

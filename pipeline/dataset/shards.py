@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.common.fsutil import atomic_path, sha256_file, temporary_name, write_json_atomic
+from pipeline.common.fsutil import atomic_path, file_entry, file_problem, temporary_name, write_json_atomic
 from schemas.tables import SPLITS
 
 SHARD_SET_DONE = "_COMPLETE.json"  # {"spec": ..., "files": {name: {"bytes": n, "sha256": hex}}}
@@ -81,11 +81,6 @@ class ShardWriter:
         return self.written
 
 
-def file_entry(path: Path) -> dict[str, Any]:
-    """What a manifest records of one file: its size and sha256 (checked by `pipeline verify`)."""
-    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
-
-
 def shard_set_problems(folder: Path, *, checksums: bool = False) -> list[str]:
     """Why the shard set in `folder` cannot be used as is (empty list: complete). Sizes always,
     sha256 when `checksums` (reads every byte)."""
@@ -98,18 +93,6 @@ def shard_set_problems(folder: Path, *, checksums: bool = False) -> list[str]:
         return [f"{done}: unreadable or from an older version (no file list)"]
     return [problem for name, entry in sorted(files.items())
             if (problem := file_problem(folder / name, entry, checksums=checksums))]
-
-
-def file_problem(path: Path, entry: dict[str, Any], *, checksums: bool) -> str | None:
-    """None when `path` has the recorded size (and sha256); else what is wrong with it."""
-    if not path.is_file():
-        return f"{path}: missing"
-    size = path.stat().st_size
-    if size != entry["bytes"]:
-        return f"{path}: {size} bytes, expected {entry['bytes']} (truncated or replaced)"
-    if checksums and sha256_file(path) != entry["sha256"]:
-        return f"{path}: sha256 differs from the one recorded when it was written (altered or corrupt)"
-    return None
 
 
 def write_shard_set(segments: pd.DataFrame, folder: Path, *, load_session: Callable[[str], Any],
