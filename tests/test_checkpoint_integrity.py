@@ -19,6 +19,7 @@ torch = pytest.importorskip("torch")
 from safetensors.torch import load_file  # noqa: E402
 
 import pipeline.model.checkpoints as checkpoints  # noqa: E402
+import pipeline.model.run_folder as run_folder  # noqa: E402
 import pipeline.model.train as train_module  # noqa: E402
 from pipeline.model.checkpoints import (  # noqa: E402
     CheckpointError,
@@ -47,7 +48,7 @@ class SimulatedKill(BaseException):
 
 # the durable steps of a checkpoint save and of an epoch's end, in the order they happen
 DURABLE_STEPS = [(checkpoints, "_write_file"), (checkpoints, "_switch_link"), (checkpoints, "_remove_unit"),
-                 (train_module, "_write_log")]
+                 (run_folder, "write_log"), (train_module, "write_log")]
 
 
 def kill_at(monkeypatch, n: int) -> list[int]:

@@ -20,7 +20,6 @@ dataset with other inputs.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -31,11 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.common.fsutil import output_lock, write_json_atomic, write_text_atomic
+from pipeline.common.fsutil import output_lock, write_json_atomic
 from pipeline.common.runtime import resolve_device
 from pipeline.common.settings import setting
 from pipeline.dataset.normalization import NORMALIZATION_FILE
-from pipeline.model.checkpoints import CHECKPOINT_CONFIG, CHECKPOINT_TRAIN_STATE, CheckpointError
+from pipeline.model.checkpoints import CHECKPOINT_TRAIN_STATE, CheckpointError
+from pipeline.model.run_folder import read_log, resumable, save_epoch, write_log
 from schemas.conventions import CONTEXT_FRAMES
 
 log = logging.getLogger(__name__)
@@ -276,7 +276,7 @@ def _train(dataset_dir: Path, run_dir: Path, cfg: TrainConfig, stop_after_epochs
         history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": val_loss,
                         "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 3),
                         "segments_per_s": round(count / train_s, 2), "loader_share": round(load_s / train_s, 3)})
-        best_val = _save_epoch(run_dir, model, optimizer, scheduler, extra, history, best_val,
+        best_val = save_epoch(run_dir, model, optimizer, scheduler, extra, history, best_val,
                                final=epoch == cfg.epochs - 1)
         if bar is not None:
             bar.update(1)
@@ -285,7 +285,7 @@ def _train(dataset_dir: Path, run_dir: Path, cfg: TrainConfig, stop_after_epochs
             break
     if bar is not None:
         bar.close()
-    _write_log(run_dir / "log.csv", history)  # again: a kill after the last checkpoint switch left it behind
+    write_log(run_dir / "log.csv", history)  # again: a kill after the last checkpoint switch left it behind
     log.info("training: %d of %d epochs done, best valid loss %.4f; checkpoints in %s", len(history), cfg.epochs,
                 best_val, run_dir)
     summary = {"epochs_done": len(history), "best_valid_loss": best_val, "history": history,
@@ -304,9 +304,9 @@ def _model_and_state(run_dir: Path, cfg: TrainConfig, model_cfg: Any, device: An
     last = run_dir / "last"
     start_epoch, best_val, history, state = 0, math.inf, [], None
     if last.exists() or last.is_symlink():
-        model, state = _resumable(last, cfg, model_cfg, extra)
+        model, state = resumable(last, cfg, model_cfg, extra)
         start_epoch, best_val = int(state["epoch"]) + 1, float(state["best_val"])
-        history = state.get("history") or [row for row in _read_log(run_dir / "log.csv")
+        history = state.get("history") or [row for row in read_log(run_dir / "log.csv")
                                            if int(row["epoch"]) < start_epoch]
         log.info("resuming %s after epoch %d", run_dir, start_epoch - 1)
     else:
@@ -323,28 +323,6 @@ def _model_and_state(run_dir: Path, cfg: TrainConfig, model_cfg: Any, device: An
             raise CheckpointError(last / CHECKPOINT_TRAIN_STATE, f"optimiser, scheduler or RNG state does not fit "
                                   f"this model and optimiser: {err}") from None
     return model, optimizer, scheduler, (start_epoch, best_val, history)
-
-
-def _resumable(last: Path, cfg: TrainConfig, model_cfg: Any, extra: dict) -> tuple[Any, dict]:
-    """The model and training state in `last/`, checked to continue this very run exactly; any
-    inconsistency is refused with the file and what differs (a silent fresh start would lose the run)."""
-    from pipeline.model.checkpoints import load_train_state, real_folder
-    from pipeline.model.network import load_checkpoint
-
-    last = real_folder(last)
-    model, saved = load_checkpoint(last)
-    state = load_train_state(last)
-    config = last / CHECKPOINT_CONFIG
-    if TrainConfig.from_dict(saved.get("train", {})) != cfg:
-        raise CheckpointError(config, "holds a run with other training settings; use another run folder")
-    if model.cfg != model_cfg or saved.get("normalization") != extra["normalization"]:
-        raise CheckpointError(config, "model configuration or normalisation differs from what this dataset gives "
-                              "(the dataset changed since the run started); use another run folder")
-    if saved.get("epoch") != int(state["epoch"]):
-        raise CheckpointError(last / CHECKPOINT_TRAIN_STATE, f"training state of epoch {int(state['epoch'])} but "
-                              f"weights of epoch {saved.get('epoch')} ({config}): a save was interrupted; "
-                              "remove the run folder to start again")
-    return model, state
 
 
 def parameter_groups(model: Any, cfg: TrainConfig) -> list[dict]:
@@ -381,55 +359,12 @@ def _train_epoch(model: Any, train_set: Any, optimizer: Any, cfg: TrainConfig, d
     return total, count, load_s
 
 
-def _save_epoch(run_dir: Path, model: Any, optimizer: Any, scheduler: Any, extra: dict, history: list[dict],
-                best_val: float, *, final: bool) -> float:
-    """Checkpoints of the epoch just finished (`history[-1]`): `best` when the valid loss improved, then
-    always `last` with the training state (optimiser, scheduler, RNG, log rows), each published as one
-    atomic unit; then log.csv -> the best valid loss so far.
-
-    `best` is switched before `last`: a kill in between resumes from the previous `last`, redoes the
-    epoch and publishes the same `best` again, so the two never disagree about the best loss."""
-    import torch
-
-    from pipeline.model.network import save_checkpoint
-
-    epoch, val_loss = history[-1]["epoch"], history[-1]["valid_loss"]
-    info = {**extra, "epoch": epoch, "valid_loss": val_loss}
-    if val_loss < best_val or (math.isnan(val_loss) and final):
-        best_val = val_loss if not math.isnan(val_loss) else best_val
-        save_checkpoint(model, run_dir / "best", info)
-    state = {"epoch": epoch, "best_val": best_val, "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "history": history}
-    save_checkpoint(model, run_dir / "last", info, train_state=state)
-    _write_log(run_dir / "log.csv", history)
-    return best_val
-
-
 def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return None
     from pipeline.common.logs import progress
 
     return progress(total=total, initial=initial, desc="training", unit="epoch")
-
-
-def _write_log(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
-
-
-def _read_log(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return [{k: (float(v) if k != "epoch" else int(v)) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def parameter_count(model) -> int:
