@@ -4,7 +4,8 @@
     .venv/bin/python bench/bench_vad.py --silero /tmp/silero   # also Silero VAD (pip install --target DIR silero-vad)
 
 Conditions: each participant's clean track, and the same with the other's voice leaking in at -15,
--20 and -25 dB (delayed 1 ms, low-passed at 3 kHz) plus optional white noise (dBFS). Sets: seeded
+-20 and -25 dB (delayed 1 ms, low-passed at 3 kHz) plus optional white noise (dBFS), and at -20 dB
+delayed 150 / 400 ms (a far-end loudspeaker: network and playback delay). Sets: seeded
 dialogues from the sample generator (phrases, pauses, backchannels; truth = its turn annotation)
 and, when `../shared/testdata/synth_ja_dialogue` exists, the real TTS dialogue with its true turns.
 Methods: `energy` (pipeline.conversation.voice_activity: speech-band level with hysteresis + bleed
@@ -53,9 +54,9 @@ SR = 16_000
 TTS = REPO.parent / "shared" / "testdata" / "synth_ja_dialogue"
 
 
-def leak(other: np.ndarray, gain_db: float) -> np.ndarray:
+def leak(other: np.ndarray, gain_db: float, delay_s: float = 0.001) -> np.ndarray:
     sos = signal.butter(2, 3000, fs=SR, output="sos")
-    return signal.sosfilt(sos, np.roll(other, 16)) * 10 ** (gain_db / 20)
+    return signal.sosfilt(sos, np.roll(other, int(round(delay_s * SR)))) * 10 ** (gain_db / 20)
 
 
 def generated(seed: int, duration_s: float) -> tuple[dict, pd.DataFrame, dict]:
@@ -116,6 +117,9 @@ def conditions(clean: dict, noise_db: list[float], rng: np.random.Generator):
             if noise is not None:
                 tracks = {p: w + rng.standard_normal(len(w)) * 10 ** (noise / 20) for p, w in tracks.items()}
             yield f"bleed{gain:+.0f}dB" + (f" noise{noise:+.0f}dBFS" if noise is not None else ""), tracks
+    for delay in (0.15, 0.4):  # far-end loudspeaker: network and playback delay
+        tracks = {"A": clean["A"] + leak(clean["B"], -20.0, delay), "B": clean["B"] + leak(clean["A"], -20.0, delay)}
+        yield f"bleed-20dB delay{delay * 1000:.0f}ms", tracks
 
 
 def decode_seconds(waves: dict, folder: Path) -> float:
@@ -165,7 +169,7 @@ def main() -> None:
                                      for p, r in res.items())
                     extra = backchannels_kept(spans, truth) if script is not None else ""
                     print(f"{name:5s} {cond:28s} {method:13s} {line}  {extra}", flush=True)
-    n_conditions = 1 + 3 * (1 + len(args.noise))
+    n_conditions = 1 + 3 * (1 + len(args.noise)) + 2
     decode_per_h = decode_s / (track_s / n_conditions / 3600)
     print(f"\ndecode (ffmpeg, 16-bit WAV): {decode_per_h:.1f} s per track-hour")
     for method, s in seconds.items():

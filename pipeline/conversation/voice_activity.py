@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,6 +32,8 @@ NOISE_PERCENTILE = 10.0  # the quietest tenth of a call is its noise floor
 SPEECH_PERCENTILE = 90.0  # of the active frames: the track's speech level
 LOUD_RANGE_DB = 6.0  # the other track counts as loud (bleed measured) within this of its speech level
 MIN_BLEED_FRAMES = 50  # fewer loud frames than this: no bleed measured, none assumed
+MAX_BLEED_SAMPLES = 20_000  # loud frames used to measure a bleed (evenly spaced): bounds the delay search
+BLEED_SLACK_FRAMES = 2  # the bleed may peak up to 20 ms off the measured delay (reverberation)
 _CHUNK_FRAMES = 6000  # one minute of frames per FFT batch bounds memory on long calls
 
 
@@ -87,16 +90,55 @@ def hysteresis(strong: np.ndarray, weak: np.ndarray) -> np.ndarray:
     return keep
 
 
-def bleed_gain_db(own_db: np.ndarray, other_db: np.ndarray, other_speech_db: float) -> float | None:
-    """How loud the other track's voice is in this track (dB, relative), measured while it is loud.
+class Bleed(NamedTuple):
+    """The other track's voice in this track: `lag` frames later, `gain_db` quieter (negative)."""
 
-    The median is robust to the minority of those frames where this person talks too (overlap).
-    None when the other track is never loud enough to measure.
+    lag: int
+    gain_db: float
+
+
+def shifted_peak(other_db: np.ndarray, lag: int) -> np.ndarray:
+    """`other_db` delayed by `lag` frames, then the maximum over +-BLEED_SLACK_FRAMES: the loudest the
+    other voice can be in this track at each frame (reverberation and lag error included)."""
+    n = len(other_db)
+    delayed = np.full(n, LEVEL_FLOOR_DB)
+    if lag >= 0:
+        delayed[lag:] = other_db[: n - lag] if lag else other_db
+    else:
+        delayed[:lag] = other_db[-lag:]
+    width = 2 * BLEED_SLACK_FRAMES + 1
+    padded = np.pad(delayed, BLEED_SLACK_FRAMES, constant_values=LEVEL_FLOOR_DB)
+    return np.lib.stride_tricks.sliding_window_view(padded, width).max(axis=1)
+
+
+def measure_bleed(own_db: np.ndarray, other_db: np.ndarray, other_speech_db: float,
+                  max_delay_s: float) -> Bleed | None:
+    """Delay and gain of the other track's voice in this one, measured while the other track is loud.
+
+    A leak is a delayed, scaled copy: at the true delay the level difference to the other track is
+    nearly constant, so the delay (within +-`max_delay_s`) is the one with the smallest interquartile
+    range of that difference, and the gain its median (robust to the minority of frames where this
+    person talks too). None when the other track is never loud enough to measure.
     """
-    loud = other_db > other_speech_db - LOUD_RANGE_DB
-    if int(loud.sum()) < MIN_BLEED_FRAMES:
+    loud = np.flatnonzero(other_db > other_speech_db - LOUD_RANGE_DB)
+    if len(loud) < MIN_BLEED_FRAMES:
         return None
-    return float(np.median(own_db[loud] - other_db[loud]))
+    loud = loud[:: max(1, len(loud) // MAX_BLEED_SAMPLES)]
+    max_lag = int(round(max_delay_s / FRAME_S))
+    best: tuple[float, int] | None = None
+    for lag in sorted(range(-max_lag, max_lag + 1), key=abs):
+        t = loud[(loud + lag >= 0) & (loud + lag < len(own_db))]
+        if len(t) < MIN_BLEED_FRAMES:
+            continue
+        q1, q3 = np.percentile(own_db[t + lag] - other_db[t], [25, 75])
+        if best is None or q3 - q1 < best[0] - 1e-9:
+            best = (float(q3 - q1), lag)
+    if best is None:
+        return None
+    lag = best[1]
+    t = loud[(loud + lag >= 0) & (loud + lag < len(own_db))]
+    # the gain against the running maximum, as `dominance` compares with it
+    return Bleed(lag, float(np.median(own_db[t + lag] - shifted_peak(other_db, 0)[t])))
 
 
 def own_talk_frames(levels: Mapping[str, np.ndarray], cfg: AutoTurnsConfig,
@@ -117,23 +159,25 @@ def own_talk_frames(levels: Mapping[str, np.ndarray], cfg: AutoTurnsConfig,
 def dominance(db: Mapping[str, np.ndarray], speech: Mapping[str, float], cfg: AutoTurnsConfig) -> dict[str, np.ndarray]:
     """Per participant, the frames where their track stands above every other track's bleed into it.
 
-    Where only the other person talks, this track sits at the bleed gain below the other track;
-    where only this person talks, it sits far above. The cut lies `dominance_db` above the bleed,
-    or half-way between the two cases when the tracks leak into each other strongly.
+    Where only the other person talks, this track sits at the bleed gain below the (delayed) other
+    track; where only this person talks, it sits far above. The cut lies `dominance_db` above the
+    bleed, or half-way between the two tracks' bleed gains when they leak into each other strongly.
     """
     ids = sorted(db)
-    gain = {(p, q): bleed_gain_db(db[p], db[q], speech[q]) for p in ids for q in ids if p != q}
+    bleed = {(p, q): measure_bleed(db[p], db[q], speech[q], cfg.max_bleed_delay_s)
+             for p in ids for q in ids if p != q}
     out = {}
     for p in ids:
         keep = np.ones(len(db[p]), bool)
         for q in ids:
-            if q == p or gain[(p, q)] is None:
+            into_p, into_q = bleed.get((p, q)), bleed.get((q, p))
+            if q == p or into_p is None:
                 continue
-            g_in = gain[(p, q)]  # q's voice in p's track
-            g_out = gain[(q, p)] if gain[(q, p)] is not None else LEVEL_FLOOR_DB  # p's voice in q's track
-            margin = min(cfg.dominance_db, max(0.0, (-g_out - g_in) / 2.0))
-            keep &= (db[p] - db[q]) > g_in + margin
-            log.debug("bleed %s -> %s: %.1f dB, margin %.1f dB", q, p, g_in, margin)
+            g_out = into_q.gain_db if into_q is not None else LEVEL_FLOOR_DB
+            margin = min(cfg.dominance_db, max(0.0, (-g_out - into_p.gain_db) / 2.0))
+            keep &= db[p] > shifted_peak(db[q], into_p.lag) + into_p.gain_db + margin
+            log.debug("bleed %s -> %s: %+d ms, %.1f dB, margin %.1f dB", q, p, into_p.lag * 10,
+                      into_p.gain_db, margin)
         out[p] = keep
     return out
 
