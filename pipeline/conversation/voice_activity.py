@@ -1,14 +1,14 @@
 """Voice activity of each participant from their own track, with the other person's bleed removed.
 
 A per-participant track (e.g. Zoom's "separate audio file for each participant") also carries the
-other person's voice at a lower level, so "this track is loud" is not "this person talks". Here a
-10 ms frame is a person's own talk only when (1) their track's speech-band level is active, i.e.
-above the track's noise floor and within a range of its speech level, and (2) it exceeds what the
-other track's voice leaks into it, by a margin. The leak (bleed gain) is measured per ordered pair
-of tracks as the median level difference while the other track is loud; a person talking over the
-other (overlap, backchannels) stays far above that leak and is kept. Frames then become spans:
-short pauses bridged, clicks dropped, spans widened a little. The method and its measured accuracy
-are in the README ("Automatic turns").
+other person's voice, quieter and later, so "this track is loud" is not "this person talks". Here a
+10 ms frame is a person's own talk only when (1) their track's speech-band level is active (above
+the track's noise floor; a run of such frames needs one within a range of the track's speech level:
+hysteresis) and (2) it exceeds, by a margin, what the other track's voice leaks into it. The leak's
+delay and gain are measured per ordered pair of tracks while the other track is loud; a person
+talking over the other (overlap, backchannels) stays far above that leak and is kept. Frames then
+become spans: short pauses bridged, clicks dropped. The method and its measured accuracy are in the
+README ("Automatic turns").
 """
 
 from __future__ import annotations
@@ -33,12 +33,11 @@ SPEECH_PERCENTILE = 90.0  # of the active frames: the track's speech level
 LOUD_RANGE_DB = 6.0  # the other track counts as loud (bleed measured) within this of its speech level
 MIN_BLEED_FRAMES = 50  # fewer loud frames than this: no bleed measured, none assumed
 MAX_BLEED_SAMPLES = 20_000  # loud frames used to measure a bleed (evenly spaced): bounds the delay search
-BLEED_SLACK_FRAMES = 2  # the bleed may peak up to 20 ms off the measured delay (reverberation)
 _CHUNK_FRAMES = 6000  # one minute of frames per FFT batch bounds memory on long calls
 
 
 def band_levels(wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Speech-band power of each 10 ms frame in dB (25 ms Hann window centred on the frame)."""
+    """Speech-band power (linear) of each 10 ms frame (25 ms Hann window centred on the frame)."""
     hop = int(round(FRAME_S * sample_rate))
     win = int(round(WINDOW_S * sample_rate))
     n_frames = len(wave) // hop
@@ -97,18 +96,15 @@ class Bleed(NamedTuple):
     gain_db: float
 
 
-def shifted_peak(other_db: np.ndarray, lag: int) -> np.ndarray:
-    """`other_db` delayed by `lag` frames, then the maximum over +-BLEED_SLACK_FRAMES: the loudest the
-    other voice can be in this track at each frame (reverberation and lag error included)."""
-    n = len(other_db)
-    delayed = np.full(n, LEVEL_FLOOR_DB)
+def delayed(x: np.ndarray, lag: int, fill: float) -> np.ndarray:
+    """`x` delayed by `lag` frames (advanced when negative), the gap filled with `fill`."""
+    n = len(x)
+    out = np.full(n, fill, dtype=x.dtype)
     if lag >= 0:
-        delayed[lag:] = other_db[: n - lag] if lag else other_db
+        out[lag:] = x[: n - lag]
     else:
-        delayed[:lag] = other_db[-lag:]
-    width = 2 * BLEED_SLACK_FRAMES + 1
-    padded = np.pad(delayed, BLEED_SLACK_FRAMES, constant_values=LEVEL_FLOOR_DB)
-    return np.lib.stride_tricks.sliding_window_view(padded, width).max(axis=1)
+        out[:lag] = x[-lag:]
+    return out
 
 
 def measure_bleed(own_db: np.ndarray, other_db: np.ndarray, other_speech_db: float,
@@ -137,8 +133,7 @@ def measure_bleed(own_db: np.ndarray, other_db: np.ndarray, other_speech_db: flo
         return None
     lag = best[1]
     t = loud[(loud + lag >= 0) & (loud + lag < len(own_db))]
-    # the gain against the running maximum, as `dominance` compares with it
-    return Bleed(lag, float(np.median(own_db[t + lag] - shifted_peak(other_db, 0)[t])))
+    return Bleed(lag, float(np.median(own_db[t + lag] - other_db[t])))
 
 
 def own_talk_frames(levels: Mapping[str, np.ndarray], cfg: AutoTurnsConfig,
@@ -175,7 +170,7 @@ def dominance(db: Mapping[str, np.ndarray], speech: Mapping[str, float], cfg: Au
                 continue
             g_out = into_q.gain_db if into_q is not None else LEVEL_FLOOR_DB
             margin = min(cfg.dominance_db, max(0.0, (-g_out - into_p.gain_db) / 2.0))
-            keep &= db[p] > shifted_peak(db[q], into_p.lag) + into_p.gain_db + margin
+            keep &= db[p] > delayed(db[q], into_p.lag, LEVEL_FLOOR_DB) + into_p.gain_db + margin
             log.debug("bleed %s -> %s: %+d ms, %.1f dB, margin %.1f dB", q, p, into_p.lag * 10,
                       into_p.gain_db, margin)
         out[p] = keep
