@@ -150,3 +150,18 @@ def test_settings_are_checked():
         AutoTurnsConfig(dominance_db=0)
     with pytest.raises(SettingError, match="--vad-min-gap-s"):
         AutoTurnsConfig(min_gap_s=-1)
+
+
+def test_frames_become_spans():
+    """Pauses under min_gap_s are bridged, spurts under min_talk_s dropped, padding clipped to the track."""
+    from pipeline.conversation.voice_activity import frames_to_spans
+
+    mask = np.zeros(300, bool)
+    mask[10:50] = True  # 0.10-0.50 s
+    mask[80:120] = True  # 0.30 s pause before: bridged
+    mask[170:180] = True  # 0.10 s spurt after a 0.50 s pause: dropped (< 0.12 s)
+    mask[250:300] = True  # runs to the end of the track
+    cfg = AutoTurnsConfig(min_gap_s=0.5, min_talk_s=0.12, pad_s=0.0)
+    assert frames_to_spans(mask, cfg) == [(0.1, 1.2), (2.5, 3.0)]
+    padded = AutoTurnsConfig(min_gap_s=0.5, min_talk_s=0.12, pad_s=0.2)
+    assert frames_to_spans(mask, padded) == [(0.0, 1.4), (2.3, 3.0)]
