@@ -93,6 +93,45 @@ class SessionConfig:
 
 
 @dataclass(frozen=True)
+class AutoTurnsConfig:
+    """Automatic turns from each participant's own track (pipeline.conversation.voice_activity).
+
+    Not part of BuildConfig yet: no build stage uses automatic turns so far, and adding a section
+    would move every pinned stage hash.
+    """
+
+    smooth_s: float = setting(0.05, "automatic turns: frame energies are averaged over this window (s) before "
+                                    "the activity and dominance decisions",
+                              option="vad_smooth_s", check=at_least(0.01))
+    floor_margin_db: float = setting(10.0, "automatic turns: a frame is active when its speech-band level is this "
+                                           "far above the track's noise floor (dB)",
+                                     option="vad_floor_margin_db", check=greater_than(0))
+    speech_range_db: float = setting(40.0, "automatic turns: talk needs a frame no more than this far below the "
+                                           "track's speech level (dB)",
+                                     option="vad_speech_range_db", check=greater_than(0))
+    dominance_db: float = setting(10.0, "automatic turns: a frame is a person's own talk only when their track "
+                                        "exceeds the other track's measured bleed into it by this much (dB); "
+                                        "capped at half the gap between the two bleed levels",
+                                  option="vad_dominance_db", check=greater_than(0))
+    max_bleed_delay_s: float = setting(0.5, "automatic turns: the other person's voice may reach a track up to "
+                                            "this much later or earlier (s; network and playback delay)",
+                                       option="vad_max_bleed_delay_s", check=at_least(0))
+    min_gap_s: float = setting(0.5, "automatic turns: pauses shorter than this (s) inside one person's talk "
+                                    "are bridged (as the floor rules' merge gap)",
+                               option="vad_min_gap_s", check=at_least(0))
+    min_talk_s: float = setting(0.12, "automatic turns: talk shorter than this (s) after bridging is dropped "
+                                      "(clicks); backchannels are longer",
+                                option="vad_min_talk_s", check=at_least(0))
+    pad_s: float = setting(0.0, "automatic turns: each talk span is widened by this much (s) on both sides "
+                                "(for annotators who mark loosely; it shortens pauses and lengthens "
+                                "backchannels as the floor rules see them)",
+                           option="vad_pad_s", check=at_least(0))
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+@dataclass(frozen=True)
 class DatasetConfig:
     disjoint: str = setting("listener", "listener: each person is listener in one split only; person: each "
                                         "person appears in one split only, in any role",
