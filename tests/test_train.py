@@ -124,3 +124,20 @@ def test_layer_weight_travel_bound_matches_the_paper_scale():
     assert low == pytest.approx(0.045, abs=0.003) and high == pytest.approx(0.13, abs=0.005)
     assert weight_range(0.0, 13) == pytest.approx((1 / 13, 1 / 13))
     assert layer_logit_travel({"train": {}, "epoch": 3}) is None  # older checkpoints: no step count
+
+
+def test_a_diverging_run_stops_before_saving_non_finite_weights(built_dataset, tmp_path):
+    """lr = inf makes the first AdamW step put inf / NaN into the weights: the epoch is refused before
+    anything is saved, instead of `last` silently holding a model that cannot generate."""
+    from dataclasses import replace
+
+    from pipeline.model.train import TrainingDiverged
+
+    small = preset("tiny", n_blocks=1, width=16, n_heads=2, epochs=2, lr=float("inf"))
+    with pytest.raises(TrainingDiverged, match=r"training diverged in epoch 0: .*non-finite weights in .*"
+                                               r"this epoch is not saved"):
+        train(built_dataset / "dataset", tmp_path / "run", small, progress=False)
+    assert not (tmp_path / "run" / "last").exists() and not (tmp_path / "run" / "best").exists()
+    train(built_dataset / "dataset", tmp_path / "run2", replace(small, lr=2e-3), progress=False,
+          stop_after_epochs=1)  # the same settings with a sane rate train and save
+    assert (tmp_path / "run2" / "last").exists()

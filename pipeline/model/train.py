@@ -271,6 +271,7 @@ def _train(dataset_dir: Path, run_dir: Path, cfg: TrainConfig, stop_after_epochs
         train_s = time.perf_counter() - started
         scheduler.step()
         train_loss = total / max(count, 1)
+        _refuse_divergence(model, train_loss, epoch, run_dir)
         val_loss = evaluate_loss(model, valid_loader, cfg, device) if len(valid_set) else float("nan")
         seconds = time.perf_counter() - started
         history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": val_loss,
@@ -323,6 +324,23 @@ def _model_and_state(run_dir: Path, cfg: TrainConfig, model_cfg: Any, device: An
             raise CheckpointError(last / CHECKPOINT_TRAIN_STATE, f"optimiser, scheduler or RNG state does not fit "
                                   f"this model and optimiser: {err}") from None
     return model, optimizer, scheduler, (start_epoch, best_val, history)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became NaN / inf: the epoch is not saved."""
+
+
+def _refuse_divergence(model: Any, train_loss: float, epoch: int, run_dir: Path) -> None:
+    """Stop before a non-finite epoch is saved: `last` keeps the previous epoch, `best` the best finite one."""
+    import torch
+
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if math.isfinite(train_loss) and not bad:
+        return
+    raise TrainingDiverged(f"{run_dir}: training diverged in epoch {epoch}: train loss {train_loss}"
+                           f"{f', non-finite weights in {bad[:3]}' if bad else ''}; this epoch is not saved "
+                           f"(`last` holds the previous one). Lower --lr, or check the dataset with "
+                           f"`python -m pipeline verify`.")
 
 
 def parameter_groups(model: Any, cfg: TrainConfig) -> list[dict]:
