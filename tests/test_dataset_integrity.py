@@ -84,8 +84,10 @@ def test_a_killed_writers_staging_folder_is_swept(tmp_path):
     import subprocess
     import sys
 
-    code = ("import os, sys; from pathlib import Path; from pipeline.common.fsutil import temporary_name;"
-            "d = temporary_name(Path(sys.argv[1])); d.mkdir(); (d / 'train-00000.safetensors').write_bytes(b'x' * 100)")
+    code = ("import os, sys; from pathlib import Path; from pipeline.common.fsutil import atomic_folder\n"
+            "with atomic_folder(Path(sys.argv[1])) as d:\n"
+            "    (d / 'train-00000.safetensors').write_bytes(b'x' * 100)\n"
+            "    os._exit(0)  # killed inside the write: no cleanup runs")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "abc")], check=True)  # its pid is dead now
     assert len(list(tmp_path.iterdir())) == 1
     assert sweep_stale_temporaries(tmp_path) == (1, 100)

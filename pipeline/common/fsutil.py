@@ -105,6 +105,26 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextlib.contextmanager
+def atomic_folder(final: str | Path, staging_parent: str | Path | None = None) -> Iterator[Path]:
+    """Yield an empty staging folder; if the block succeeds it replaces `final` whole (a reader never
+    sees a half-written folder), else it is removed. Staged next to `final` under a hidden name that
+    `sweep_stale_temporaries` recognises, or in `staging_parent` (same file system)."""
+    final = Path(final)
+    parent = Path(staging_parent) if staging_parent is not None else final.parent
+    staging = parent / f".{final.name}.tmp-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():  # an unfinished or older version of it
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def write_text_atomic(final: str | Path, text: str) -> None:
     with atomic_path(final) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -9,8 +9,6 @@ or cut short is rebuilt instead of reused.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.common.fsutil import atomic_path, file_entry, file_problem, temporary_name, write_json_atomic
+from pipeline.common.fsutil import atomic_folder, atomic_path, file_entry, file_problem, write_json_atomic
 from schemas.tables import SPLITS
 
 SHARD_SET_DONE = "_COMPLETE.json"  # {"spec": ..., "files": {name: {"bytes": n, "sha256": hex}}}
@@ -110,9 +108,7 @@ def write_shard_set(segments: pd.DataFrame, folder: Path, *, load_session: Calla
     """
     if not shard_set_problems(folder):
         return pd.read_parquet(folder / "index.parquet")
-    staging = temporary_name(folder)
-    staging.mkdir(parents=True)
-    try:
+    with atomic_folder(folder) as staging:  # replaces an unfinished or damaged set of an earlier run
         index, files = _write_shards(segments, staging, load_session, make_arrays, max_bytes, spec, on_train)
         table = pd.DataFrame(index, columns=["segment_id", "shard", "offset"])
         with atomic_path(staging / "index.parquet") as tmp:
@@ -122,12 +118,6 @@ def write_shard_set(segments: pd.DataFrame, folder: Path, *, load_session: Calla
             write_json_atomic(staging / name, content)
             files[name] = file_entry(staging / name)
         write_json_atomic(staging / SHARD_SET_DONE, {"spec": spec, "files": files})
-        if folder.exists():  # an unfinished or damaged set of an earlier run
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return table
 
 

@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import time
-import uuid
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.common.fsutil import write_json_atomic, write_text_atomic
+from pipeline.common.fsutil import atomic_folder, write_json_atomic, write_text_atomic
 from pipeline.common.logs import progress
 from pipeline.sample.annotation_files import ANNOTATION_FILES, annotation_text
 from pipeline.sample.corpus_files import (
@@ -216,25 +213,18 @@ def _build_session_folder(corpus: Path, spec: SampleSession, script: dict[str, A
                           workers: int) -> _Media:
     """Media, participants.csv and the turn annotation, built in a scratch folder that is then renamed
     to `sessions/<sid>` (so a session folder is never half written)."""
-    session_dir = corpus / "sessions" / spec.session_id
-    build = corpus / ".building" / f"{spec.session_id}-{uuid.uuid4().hex[:8]}"
-    build.mkdir(parents=True)
+    staging = corpus / ".building"  # outside sessions/, where a half-built session would be discovered
     try:
-        media = _render_media(build, spec, script, motions, workers)
-        rects = media.rects if spec.layout == "gallery" else None
-        write_text_atomic(build / "participants.csv", participants_csv(
-            spec.pids, media.video_files, media.audio_files, rects, spec.audio_offset_column))
-        write_text_atomic(build / ANNOTATION_FILES[spec.annotation], annotation_text(
-            spec.annotation, rows, spec.pids, media.video_files[spec.pids[0]], spec.duration_s))
-        (corpus / "sessions").mkdir(parents=True, exist_ok=True)
-        if session_dir.exists():
-            shutil.rmtree(session_dir)
-        os.replace(build, session_dir)
+        with atomic_folder(corpus / "sessions" / spec.session_id, staging_parent=staging) as build:
+            media = _render_media(build, spec, script, motions, workers)
+            rects = media.rects if spec.layout == "gallery" else None
+            write_text_atomic(build / "participants.csv", participants_csv(
+                spec.pids, media.video_files, media.audio_files, rects, spec.audio_offset_column))
+            write_text_atomic(build / ANNOTATION_FILES[spec.annotation], annotation_text(
+                spec.annotation, rows, spec.pids, media.video_files[spec.pids[0]], spec.duration_s))
     finally:
-        if build.exists():
-            shutil.rmtree(build, ignore_errors=True)
         with contextlib.suppress(OSError):
-            build.parent.rmdir()
+            staging.rmdir()
     return media
 
 

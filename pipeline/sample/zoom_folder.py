@@ -18,9 +18,6 @@ second of track.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -30,7 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.common.fsutil import write_json_atomic, write_text_atomic
+from pipeline.common.fsutil import atomic_folder, write_json_atomic, write_text_atomic
 from pipeline.sample.dialogue import make_script, talk_intervals
 from pipeline.sample.encoders import AUDIO_FORMATS, encode_video, ffmpeg_encoders, mux_audio, write_audio
 from pipeline.sample.faces import DEFAULT_LOOKS, ParticipantLook, photo_landmarks
@@ -99,9 +96,8 @@ def make_zoom_folder(dest: str | Path, *, seed: int = 0, duration_s: float = 30.
     layouts = _layouts(view, fw, fh, pids, duration_s, layout_change_at_s, script)
 
     dest = Path(dest)
-    build = dest / f".building-{uuid.uuid4().hex[:8]}"
-    (build / "Audio Record").mkdir(parents=True)
-    try:
+    with atomic_folder(dest / folder_name) as build:
+        (build / "Audio Record").mkdir()
         mix = mix_voices(voices)
         _write_video(build, script, looks, names, layouts, mix, fps, fw, fh, duration_s, seed)
         write_audio(build / "audio_only.m4a", mix, AUDIO_FORMAT)
@@ -112,13 +108,6 @@ def make_zoom_folder(dest: str | Path, *, seed: int = 0, duration_s: float = 30.
             write_audio(build / tracks[pid], y, AUDIO_FORMAT)
         write_text_atomic(build / "playback.m3u", f"#EXTM3U\n#EXTINF:{int(round(duration_s))},zoom_0.mp4\nzoom_0.mp4\n")
         write_text_atomic(build / "chat.txt", _chat_text(script, names, pids, start_time))
-        final = dest / folder_name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(build, final)
-    finally:
-        if build.exists():
-            shutil.rmtree(build, ignore_errors=True)
     truth = _truth(seed, folder_name, view, fps, (fw, fh), duration_s, sr, names, pids, tracks, offsets, drifts,
                    bleed_db, layouts, layout_change_at_s, script)
     write_json_atomic(dest / TRUTH_FILE, truth)
