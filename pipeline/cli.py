@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
                                         description=SAMPLE_ZOOM_HELP + ". " + (_sample_zoom.__doc__ or ""))
     _sample_zoom_arguments(sample_zoom)
     sample_zoom.set_defaults(handler=_sample_zoom)
+    import_zoom = subparsers.add_parser("import-zoom", help=IMPORT_ZOOM_HELP,
+                                        description=IMPORT_ZOOM_HELP + ". " + (_import_zoom.__doc__ or ""))
+    _import_zoom_arguments(import_zoom)
+    import_zoom.set_defaults(handler=_import_zoom)
     return parser
 
 
@@ -226,4 +230,39 @@ def _sample_zoom(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     log.info("wrote %s (truth: %s)", sample.folder, sample.truth_path)
+    return 0
+
+
+# --------------------------------------------------------------------------- import-zoom
+
+IMPORT_ZOOM_HELP = "turn a Zoom recording folder into a corpus session (crops, offsets, import_report.json)"
+
+
+def _import_zoom_arguments(parser: argparse.ArgumentParser) -> None:
+    from pipeline.common.settings import add_setting_arguments
+    from pipeline.ingest.config import ImportConfig
+
+    parser.add_argument("zoom_dir", type=Path, metavar="ZOOM_DIR", help="the Zoom recording folder")
+    parser.add_argument("--corpus", type=Path, required=True, help="corpus folder (the session goes to sessions/)")
+    add_setting_arguments(parser, ImportConfig)
+
+
+def _import_zoom(args: argparse.Namespace) -> int:
+    """Finds the gallery video and each participant's own track, aligns the tracks, finds the tiles
+    and decides who is who; refuses (exit status 2, with the reason) rather than guess."""
+    from pipeline.common.errors import InputError
+    from pipeline.common.settings import SettingError, config_from_arguments
+    from pipeline.ingest.config import ImportConfig
+    from pipeline.ingest.zoom import import_zoom
+
+    try:
+        result = import_zoom(args.zoom_dir, args.corpus, config_from_arguments(ImportConfig, args))
+    except (InputError, SettingError) as exc:
+        log.error("import refused: %s", exc)
+        return 2
+    for sid in result.session_ids:
+        log.info("%s: %s", "already imported" if result.already_imported else "wrote",
+                 args.corpus / "sessions" / sid)
+    for warning in result.report.get("warnings", []):
+        log.warning("%s", warning)
     return 0

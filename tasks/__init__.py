@@ -3,6 +3,7 @@
 from .build import AudioFeatures, BuildSplits, HeadFeatures, MakeSampleCorpus, SessionSegments, SSLFeatures
 from .console import apply_retcode_defaults, launched_by_luigi_cli, setup_luigi_console
 from .evaluate import EvaluateLHG
+from .ingest import ImportZoom
 from .train import TrainLHG
 
 # At import, i.e. before Luigi reads [retcode] (right after importing the --module) and before any
@@ -11,5 +12,5 @@ apply_retcode_defaults()
 if launched_by_luigi_cli():
     setup_luigi_console()
 
-__all__ = ["AudioFeatures", "BuildSplits", "EvaluateLHG", "HeadFeatures", "MakeSampleCorpus", "SessionSegments",
+__all__ = ["AudioFeatures", "BuildSplits", "EvaluateLHG", "HeadFeatures", "ImportZoom", "MakeSampleCorpus", "SessionSegments",
            "SSLFeatures", "TrainLHG"]

@@ -163,3 +163,24 @@ def split_shares(values: Any) -> str | None:
     if abs(sum(numbers) - 1.0) > 1e-6:
         return f"the train,valid,test shares must sum to 1 (they sum to {sum(numbers):g})"
     return None
+
+
+def add_setting_arguments(parser: Any, cls: type) -> None:
+    """One argparse option per setting of `cls` (the command-line twin of `tasks.params.settings_mixin`):
+    same flag, default and help, so a subcommand and its Luigi task cannot drift apart."""
+    for opt in options(cls):
+        kwargs: dict[str, Any] = {"dest": opt.name, "help": opt.spec.help}
+        if opt.spec.choices is not None:
+            kwargs.update(choices=list(opt.spec.choices), default=opt.text(opt.default))
+        elif opt.kind is bool:
+            kwargs.update(action="store_true" if not opt.default else "store_false", default=opt.default)
+        elif opt.kind in (int, float):
+            kwargs.update(type=opt.kind, default=opt.default)
+        else:
+            kwargs.update(default=opt.text(opt.default))
+        parser.add_argument(opt.flag, **kwargs)
+
+
+def config_from_arguments(cls: type, namespace: Any) -> Any:
+    """A `cls` instance from parsed `add_setting_arguments` options (its checks run in __post_init__)."""
+    return cls(**field_values(cls, vars(namespace)))
