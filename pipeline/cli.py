@@ -242,7 +242,8 @@ def _import_zoom_arguments(parser: argparse.ArgumentParser) -> None:
     from pipeline.common.settings import add_setting_arguments
     from pipeline.ingest.config import ImportConfig
 
-    parser.add_argument("zoom_dir", type=Path, metavar="ZOOM_DIR", help="the Zoom recording folder")
+    parser.add_argument("zoom_dirs", type=Path, nargs="+", metavar="ZOOM_DIR",
+                        help="Zoom recording folder(s); a refused one is listed in CORPUS/imports/refused.csv")
     parser.add_argument("--corpus", type=Path, required=True, help="corpus folder (the session goes to sessions/)")
     add_setting_arguments(parser, ImportConfig)
 
@@ -250,19 +251,22 @@ def _import_zoom_arguments(parser: argparse.ArgumentParser) -> None:
 def _import_zoom(args: argparse.Namespace) -> int:
     """Finds the gallery video and each participant's own track, aligns the tracks, finds the tiles
     and decides who is who; refuses (exit status 2, with the reason) rather than guess."""
-    from pipeline.common.errors import InputError
     from pipeline.common.settings import SettingError, config_from_arguments
     from pipeline.ingest.config import ImportConfig
-    from pipeline.ingest.zoom import import_zoom
+    from pipeline.ingest.zoom import import_zoom_folders
 
     try:
-        result = import_zoom(args.zoom_dir, args.corpus, config_from_arguments(ImportConfig, args))
-    except (InputError, SettingError) as exc:
-        log.error("import refused: %s", exc)
+        done, refused = import_zoom_folders(args.zoom_dirs, args.corpus, config_from_arguments(ImportConfig, args))
+    except SettingError as exc:
+        log.error("%s", exc)
         return 2
-    for sid in result.session_ids:
-        log.info("%s: %s", "already imported" if result.already_imported else "wrote",
-                 args.corpus / "sessions" / sid)
-    for warning in result.report.get("warnings", []):
-        log.warning("%s", warning)
-    return 0
+    for result in done:
+        for sid in result.session_ids:
+            log.info("%s: %s", "already imported" if result.already_imported else "wrote",
+                     args.corpus / "sessions" / sid)
+        for warning in result.report.get("warnings", []):
+            log.warning("%s", warning)
+    if refused:
+        log.error("%d of %d folder(s) refused: see %s", len(refused), len(args.zoom_dirs),
+                  args.corpus / "imports" / "refused.csv")
+    return 2 if refused else 0

@@ -124,10 +124,17 @@ def test_layout_change_refused_with_its_time_or_split(tmp_path: Path) -> None:
             assert abs(float(row["audio_offset_s"]) - (true_offset - layout["start_s"])) <= 3 / truth["fps"]
 
 
-def test_cli_refuses_speaker_view(tmp_path: Path) -> None:
+def test_cli_refuses_speaker_view_and_goes_on(tmp_path: Path) -> None:
     sample = make_zoom_folder(tmp_path / "zoom", seed=2, duration_s=12.0, view="speaker")
-    done = subprocess.run([sys.executable, "-m", "pipeline", "import-zoom", str(sample.folder),
-                           "--corpus", str(tmp_path / "corpus")], capture_output=True, text=True, timeout=600)
+    empty = tmp_path / "not a recording"
+    empty.mkdir()
+    corpus = tmp_path / "corpus"
+    done = subprocess.run([sys.executable, "-m", "pipeline", "import-zoom", str(sample.folder), str(empty),
+                           "--corpus", str(corpus)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "speaker" in done.stderr and "zoom_0.mp4" in done.stderr
-    assert not (tmp_path / "corpus" / "sessions").exists() or not any((tmp_path / "corpus" / "sessions").iterdir())
+    with open(corpus / "imports" / "refused.csv", newline="", encoding="utf-8") as fh:
+        refused = {Path(r["zoom_dir"]).name: r for r in csv.DictReader(fh)}
+    assert set(refused) == {sample.folder.name, empty.name}
+    assert "speaker" in refused[sample.folder.name]["reason"] and "no Zoom video" in refused[empty.name]["reason"]
+    assert not (corpus / "sessions").exists() or not any((corpus / "sessions").iterdir())

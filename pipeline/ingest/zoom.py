@@ -24,9 +24,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.common.errors import MediaError
-from pipeline.common.fsutil import file_entry, write_json_atomic
+from pipeline.common.errors import InputError, MediaError
+from pipeline.common.fsutil import file_entry, write_json_atomic, write_text_atomic
 from pipeline.common.logs import progress
+from pipeline.common.settings import SettingError
 from pipeline.corpus.layout import MAX_AUDIO_OFFSET_S
 from pipeline.ingest.alignment import TrackAlignment, align_tracks
 from pipeline.ingest.config import ImportConfig
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 IMPORTER_VERSION = 1
 IMPORTS_FOLDER = "imports"
+REFUSED_FILE = "refused.csv"
 N_PARTICIPANTS = 2  # the build cuts listener segments of two-party calls
 
 
@@ -99,6 +101,39 @@ def import_zoom(zoom_dir: str | Path, corpus: str | Path, cfg: ImportConfig | No
     write_json_atomic(record, report)
     log.info("imported %s -> %s", files.folder, ", ".join(f"sessions/{s}" for s in written))
     return ImportResult(tuple(written), record, report)
+
+
+def import_zoom_folders(zoom_dirs: list[Path], corpus: str | Path,
+                        cfg: ImportConfig | None = None) -> tuple[list[ImportResult], list[dict[str, str]]]:
+    """Import each folder; a refused one is logged and listed in ``<corpus>/imports/refused.csv``
+    (folder, kind, reason) and never stops the others."""
+    cfg = cfg or ImportConfig()
+    if cfg.session_id and len(zoom_dirs) > 1:
+        raise SettingError("--session-id names one session: give one Zoom folder with it")
+    done, refused = [], []
+    for folder in progress(zoom_dirs, desc="Zoom folders", unit="folder", total=len(zoom_dirs)):
+        try:
+            done.append(import_zoom(folder, corpus, cfg))
+        except InputError as exc:
+            log.error("%s: import refused: %s", folder, exc)
+            refused.append({"zoom_dir": str(folder), "kind": exc.kind, "reason": str(exc)})
+    table = Path(corpus) / IMPORTS_FOLDER / REFUSED_FILE
+    if refused:
+        write_text_atomic(table, _csv_text(refused))
+    else:
+        table.unlink(missing_ok=True)
+    return done, refused
+
+
+def _csv_text(rows: list[dict[str, str]]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def _scratch(corpus: Path) -> Path:
