@@ -138,3 +138,42 @@ def test_cli_refuses_speaker_view_and_goes_on(tmp_path: Path) -> None:
     assert set(refused) == {sample.folder.name, empty.name}
     assert "speaker" in refused[sample.folder.name]["reason"] and "no Zoom video" in refused[empty.name]["reason"]
     assert not (corpus / "sessions").exists() or not any((corpus / "sessions").iterdir())
+
+
+def test_low_confidence_is_refused_then_a_tile_order_imports(tmp_path: Path) -> None:
+    """Faces whose mouths never move give no lip-voice evidence: the importer stops and asks."""
+    from pipeline.ingest.identity import IdentityError
+
+    sample = make_zoom_folder(tmp_path / "zoom", seed=4, duration_s=20.0, still_mouths=True)
+    with pytest.raises(IdentityError, match="--tile-order"):
+        import_zoom(sample.folder, tmp_path / "corpus")
+    assert not (tmp_path / "corpus" / "sessions").exists() or not any((tmp_path / "corpus" / "sessions").iterdir())
+    tiles = sample.truth()["layouts"][0]["tiles"]
+    order = tuple(sorted(tiles, key=lambda pid: tiles[pid][0]))  # left tile first
+    result = import_zoom(sample.folder, tmp_path / "corpus", ImportConfig(tile_order=order))
+    session = tmp_path / "corpus" / "sessions" / result.session_ids[0]
+    for pid, row in rows(session).items():
+        assert iou([int(row[c]) for c in ("crop_x", "crop_y", "crop_w", "crop_h")], tiles[pid]) >= 0.9
+    assert result.report["identity"][0]["method"] == "--tile-order"
+
+
+def test_luigi_import_then_build_with_automatic_turns(gallery: ZoomSample, tmp_path: Path) -> None:
+    """The README's Zoom walk-through: ImportZoom, then BuildSplits on that corpus with no hand work."""
+    import pandas as pd
+
+    from tasks import ImportZoom
+
+    from .helpers import families_run, run_build, run_luigi
+
+    corpus, out = tmp_path / "corpus", tmp_path / "out"
+    task = ImportZoom(zoom_dir=str(gallery.folder), corpus=str(corpus))
+    assert run_luigi(task).status.name == "SUCCESS"
+    assert families_run(run_luigi(ImportZoom(zoom_dir=str(gallery.folder), corpus=str(corpus)))) == []
+    (sid,) = json.loads(Path(task.output().path).read_text())["sessions"]
+    result = run_build(corpus=str(corpus), out=str(out))
+    assert result.status.name == "SUCCESS", result.summary_text
+    dataset = out / "dataset"
+    assert len(pd.read_csv(dataset / "rejected.csv")) == 0
+    assert (pd.read_parquet(dataset / "segments.parquet")["session_id"] == sid).sum() > 0
+    assert (dataset / "annotations" / f"{sid}.TextGrid").is_file()
+    assert "1 of 1 session(s) use automatic turns" in (dataset / "data_card.md").read_text()

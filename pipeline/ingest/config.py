@@ -35,7 +35,7 @@ class ImportConfig:
     drift: str = setting("correct", "a track whose clock drifts more than one head frame (80 ms) over the call: "
                                     "correct (write a resampled FLAC on the video clock) or only warn",
                          choices=DRIFT_MODES)
-    min_identity_confidence: float = setting(0.9, "who-is-who: below this confidence the import stops and asks for "
+    min_identity_confidence: float = setting(0.99, "who-is-who: below this confidence the import stops and asks for "
                                                   "--tile-order instead of guessing", check=fraction)
     face_model: str = setting("", "optional MediaPipe FaceLandmarker .task file for tile and mouth tracking")
     overwrite: bool = setting(False, "replace a session folder of the same id that came from another import")
