@@ -46,6 +46,7 @@ AUDIO_SR = 16_000
 LIP_UPPER, LIP_LOWER, EYE_OUTER_R, EYE_OUTER_L = 13, 14, 33, 263
 SPEECH_GATE_DB = -30.0  # a track holds speech where it is within this of its loud level
 DOMINANCE_CAP_DB = 30.0
+SEEK_PREROLL_S = 2.0
 AUDIO_MARGIN_S = 1.0  # audio decoded around each stretch: room for the lag search and smoothing
 
 
@@ -176,9 +177,12 @@ def _track_levels(path: Path, offset_s: float, t0: float, t1: float) -> np.ndarr
     wave = np.zeros(n, np.float32)
     track_a = a - offset_s  # track time of the first wanted sample
     skip = max(0.0, track_a)
-    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-ss", f"{skip:.6f}", "-t", f"{b - offset_s - skip:.6f}",
-           "-i", f"file:{path.resolve()}", "-map", "0:a:0", "-f", "f32le", "-acodec", "pcm_f32le", "-ac", "1",
-           "-ar", str(AUDIO_SR), "pipe:1"]
+    # An input seek alone lands up to ~20 ms off on AAC (priming, packet edges; measured 1-21 ms), so
+    # seek the input to SEEK_PREROLL_S before the stretch and drop the rest exactly after decoding.
+    coarse = max(0.0, skip - SEEK_PREROLL_S)
+    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", *(["-ss", f"{coarse:.6f}"] if coarse > 0 else []),
+           "-i", f"file:{path.resolve()}", "-ss", f"{skip - coarse:.6f}", "-t", f"{b - offset_s - skip:.6f}",
+           "-map", "0:a:0", "-f", "f32le", "-acodec", "pcm_f32le", "-ac", "1", "-ar", str(AUDIO_SR), "pipe:1"]
     if b - offset_s > skip:
         done = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL)
         if done.returncode != 0:
