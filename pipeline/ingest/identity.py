@@ -103,7 +103,7 @@ def assign_tiles(video: str | Path, tiles: Sequence[tuple[int, int, int, int]], 
     times, mouths, faces = _mouth_series(video, tiles, stretches, fps_v, settings, face_model)
     levels = {p: [_track_levels(Path(tracks[p]), float(offsets_s[p]), a, b) for a, b in stretches] for p in pids}
     speech = _speech_dominance(levels, pids)
-    return _decide(pids, len(tiles), stretches, times, mouths, faces, speech, settings)
+    return _decide(pids, stretches, times, mouths, faces, speech, settings)
 
 
 def require_confident(assignment: TileAssignment, video: Path) -> TileAssignment:
@@ -281,13 +281,14 @@ def _corr(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
     return (float(a @ b) / den if den > 1e-12 else 0.0), n
 
 
-def _best_two(total: np.ndarray) -> tuple[np.ndarray, float, np.ndarray | None, float]:
-    """Best assignment (tile per participant row) and the best one that differs from it, with sums."""
+def _best_two(total: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, float]:
+    """Best assignment (tile per participant row) and the best one that differs from it, with sums
+    (the runner-up differs in at least one pair: each pair of the best is banned in turn)."""
     from scipy.optimize import linear_sum_assignment
 
     rows, cols = linear_sum_assignment(total, maximize=True)
     best = cols[np.argsort(rows)]
-    second, second_sum = None, -np.inf
+    second, second_sum = best, -np.inf
     for p, t in enumerate(best):
         banned = total.copy()
         banned[p, t] = -1e9
@@ -346,7 +347,7 @@ def _null_sd(mouths: list[list[np.ndarray]], speech: dict[str, list[np.ndarray]]
     return max(st.null_sd_floor, float(np.sqrt(np.mean(np.square(null))))) if null else 1.0
 
 
-def _decide(pids: list[str], n_tiles: int, stretches: list[tuple[float, float]], times: list[np.ndarray],
+def _decide(pids: list[str], stretches: list[tuple[float, float]], times: list[np.ndarray],
             openings: list[list[np.ndarray]], faces: list[int], speech: dict[str, list[np.ndarray]],
             st: IdentitySettings) -> TileAssignment:
     """Scores per participant x tile at the best common lag, the best assignment and its confidence."""
@@ -362,18 +363,16 @@ def _decide(pids: list[str], n_tiles: int, stretches: list[tuple[float, float]],
     best, best_sum, second, second_sum = _best_two(np.maximum(score, 0.0))
     k_used = int(max(1, (r != 0).any(axis=(1, 2)).sum()))
     null_sd = _null_sd(mouths, speech, pids, stretches, times, st)
-    swapped = int((best != second).sum()) if second is not None else 0
-    if swapped:
-        z = (best_sum - second_sum) / (null_sd * math.sqrt(2.0 * swapped / k_used))
-        confidence = max(0.0, math.erf(z / math.sqrt(2.0)))
-    else:  # as many tiles as... one participant only: nothing to tell apart
-        z, confidence = float("inf"), 1.0
+    swapped = max(1, int((best != second).sum()))  # participants whose tile differs in the runner-up
+    z = (best_sum - second_sum) / (null_sd * math.sqrt(2.0 * swapped / k_used))
+    confidence = max(0.0, math.erf(z / math.sqrt(2.0)))
     n_frames = int(sum(t.size for t in times))
     reason = _weakness(pids, best, score, faces, n_frames, confidence, st)
     evidence = {"stretches_s": [list(s) for s in stretches], "frames_analysed": n_frames,
                 "frames_with_face": faces, "lag_s": round(lag, 4), "null_sd": round(null_sd, 4),
                 "z": round(float(z), 3), "stretches_used": k_used,
-                "second_best": {pids[p]: int(t) for p, t in enumerate(second)} if second is not None else None,
+                "second_best": {pids[p]: int(t) for p, t in enumerate(second)},
+                "margin": round(best_sum - second_sum, 4),
                 "per_stretch_scores": {pid: np.round(r[:, p, :], 4).tolist() for p, pid in enumerate(pids)},
                 "min_confidence": st.min_confidence, "reason": reason}
     log.info("who is who: %s (confidence %.3f, z %.2f, lag %+.2f s)",
