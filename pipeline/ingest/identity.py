@@ -115,7 +115,8 @@ def require_confident(assignment: TileAssignment, video: Path) -> TileAssignment
     raise IdentityError(video, f"cannot tell which gallery tile is whom from lip-voice synchrony "
                         f"({assignment.evidence.get('reason', '')}; confidence {assignment.confidence:.3f} < "
                         f"{assignment.evidence.get('min_confidence')}); synchrony scores per tile {scores}; "
-                        f"best guess {guess}. Give the mapping by hand: each participant's tile rectangle as "
+                        f"best guess {guess}. Give the mapping by hand: import-zoom --tile-order with the "
+                        f"participant ids in tile order (left tile first), or each participant's tile as "
                         f"crop_x,crop_y,crop_w,crop_h in the session's participants.csv")
 
 
