@@ -14,7 +14,15 @@ import pytest
 
 from pipeline.media.audio import decode_audio, ffmpeg_exe
 from pipeline.sample.render import GALLERY_BG
-from pipeline.sample.zoom_folder import TRUTH_FILE, ZoomSample, make_zoom_folder, participant_id
+from pipeline.sample.zoom_folder import (
+    MOUTH_LEAD_S,
+    TRUTH_FILE,
+    ZOOM_GENERATOR_VERSION,
+    ZoomSample,
+    make_zoom_folder,
+    mouth_opening,
+    participant_id,
+)
 from schemas.conventions import SAMPLE_RATE
 
 ARGS = {"seed": 0, "duration_s": 16.0, "fps": 10.0, "frame_size": (320, 180), "layout_change_at_s": 10.0,
@@ -139,6 +147,7 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
     ({"view": "speaker", "layout_change_at_s": 3.0}, "layout_change_at_s"),
     ({"names": ("A B", "AB")}, "two display names"),
     ({"offsets_s": {"Akira Sato": 29.5}}, "under 1 s of track"),
+    ({"still_mouths": "yes"}, "still_mouths must be"),
 ])
 def test_bad_arguments(tmp_path: Path, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -160,3 +169,27 @@ def test_cli_sample_zoom(tmp_path: Path) -> None:
     assert main(["sample-zoom", str(tmp_path / "x"), "--offset", "Nobody=1"]) == 2
     with pytest.raises(SystemExit):
         main(["sample-zoom", str(tmp_path), "--offset", "no-number"])
+
+
+def test_mouths_follow_own_voice() -> None:
+    """The mouth is closed in silence, opens on loud speech and leads the sound by MOUTH_LEAD_S."""
+    sr, fps = 16000, 25.0
+    voice = np.full(3 * sr, 1e-4)
+    voice[sr:2 * sr] = 0.5 * np.sin(2 * np.pi * 200 * np.arange(sr) / sr)  # speech from 1 s to 2 s
+    mouth = mouth_opening(voice, sr, fps, 3.0)
+    times = np.arange(mouth.size) / fps
+    assert mouth.shape == (75,) and mouth.min() >= 0.0 and mouth.max() <= 1.0
+    assert np.all(mouth[(times < 0.8) | (times > 2.2)] == 0.0)
+    assert np.all(mouth[(times > 1.1) & (times < 1.9)] == 1.0)
+    first_open = times[np.argmax(mouth > 0)]
+    assert 1.0 - MOUTH_LEAD_S - 0.1 < first_open < 1.0  # the mouth opens before the sound starts
+
+
+def test_still_mouths_option(gallery: ZoomSample, tmp_path: Path) -> None:
+    assert gallery.truth()["generator_version"] == ZOOM_GENERATOR_VERSION == 2
+    assert gallery.truth()["still_mouths"] is False
+    args = {**ARGS, "duration_s": 4.0, "fps": 5.0, "frame_size": (192, 108), "layout_change_at_s": None}
+    moving, still = make_zoom_folder(tmp_path / "m", **args), make_zoom_folder(tmp_path / "s", **args, still_mouths=True)
+    assert still.truth()["still_mouths"] is True
+    assert (moving.folder / "zoom_0.mp4").read_bytes() != (still.folder / "zoom_0.mp4").read_bytes()
+    assert (moving.folder / "audio_only.m4a").read_bytes() == (still.folder / "audio_only.m4a").read_bytes()

@@ -6,6 +6,11 @@ an ellipsoidal head bulk give a depth map, and every frame the head surface is r
 yaw), projected orthographically, rolled / scaled / translated in the image plane and blended into
 the static background with a soft head mask. The forward displacement field is inverted by
 fixed-point iteration on a coarse grid and applied with one `cv2.remap`.
+
+Mouth opening (`render(..., mouth_open=0..1)`): before the head rotation, the lower lip, jaw and chin
+(located by the photo's FaceMesh lip landmarks) move down by up to `MOUTH_DROP` of the face height
+with a smooth local weight, so the gap between the inner lips stretches open; that gap is then
+darkened like a mouth's inside. `mouth_open=0` takes exactly the pose-only path (same bytes).
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ from pipeline.sample.faces import (
 
 GALLERY_BORDER = 8
 GALLERY_BG = (24, 24, 24)  # BGR, Zoom-like dark gallery background
+MOUTH_DROP = 0.12  # jaw drop at mouth_open=1, in forehead-to-chin heights (a ~2 cm opening)
+MOUTH_DARK = (40, 30, 70)  # BGR of the mouth's inside
+MOUTH_DARK_ALPHA = 0.85  # how much of the opening is covered by it
+# FaceMesh lip landmarks: inner upper / lower lip (middle), inner mouth corners, chin
+LIP_UPPER, LIP_LOWER, MOUTH_LEFT, MOUTH_RIGHT, CHIN = 13, 14, 78, 308, 152
 
 
 class HeadRenderer:
@@ -56,6 +66,8 @@ class HeadRenderer:
         r = np.sqrt(hr2)
         t = np.clip((r - 1.0) / 0.9, 0.0, 1.0)
         self.mask = (1.0 - t * t * (3.0 - 2.0 * t)).astype(np.float32)
+        self.lips = pts[[LIP_UPPER, LIP_LOWER, MOUTH_LEFT, MOUTH_RIGHT], :2].astype(np.float64)
+        self.jaw = _jaw_weight(pts, X, Y, fh) * np.float32(MOUTH_DROP * fh)  # drop in px at mouth_open=1
         # A 2.5-D pitch of a photo reads larger to FaceMesh than the same yaw (measured: x1.2-1.8,
         # asymmetric up/down; yaw and roll read ~x1). Calibrate the pitch gain per look so that a
         # landmark Procrustes fit on the rendered frames reports the ground-truth pitch.
@@ -116,13 +128,13 @@ class HeadRenderer:
         depth = cv2.GaussianBlur(depth.astype(np.float32), (0, 0), sig)
         return depth.astype(np.float32)
 
-    def maps(self, pitch: float, yaw: float, roll: float, dx: float = 0.0, dy: float = 0.0,
-             scale: float = 1.0, iters: int = 5) -> tuple[np.ndarray, np.ndarray]:
-        """Full-resolution (map_x, map_y) into the tinted photo for cv2.remap."""
+    def _forward(self, X: np.ndarray, Y: np.ndarray, Z: np.ndarray, pose: tuple[float, ...],
+                 scale: float, dx: float, dy: float) -> tuple[np.ndarray, np.ndarray]:
+        """Where base-tile points (X, Y) with depth Z land once the head is posed (before masking)."""
+        pitch, yaw, roll = pose
         pitch = pitch * (self.pitch_gain[0] if pitch >= 0 else self.pitch_gain[1])
         p, q, r = (math.radians(v) for v in (pitch, yaw, roll))
         cp, sp, cq, sq, cr, sr = math.cos(p), math.sin(p), math.cos(q), math.sin(q), math.cos(r), math.sin(r)
-        X, Y, Z = self.X, self.Y, self.depth
         px, py, pz = (float(v) for v in self.pivot)
         x0, y0, z0 = X - px, Y - py, Z - pz
         # pitch about the x axis (nose down for pitch > 0 with y pointing down, z toward camera)
@@ -134,8 +146,14 @@ class HeadRenderer:
         # roll in the image plane, counter-clockwise as displayed (y down)
         x3 = x2 * cr + y2 * sr
         y3 = -x2 * sr + y2 * cr
-        fx = px + scale * x3 + dx * self.w
-        fy = py + scale * y3 + dy * self.h
+        return px + scale * x3 + dx * self.w, py + scale * y3 + dy * self.h
+
+    def maps(self, pitch: float, yaw: float, roll: float, dx: float = 0.0, dy: float = 0.0,
+             scale: float = 1.0, iters: int = 5, mouth_open: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Full-resolution (map_x, map_y) into the tinted photo for cv2.remap."""
+        X, Y = self.X, self.Y
+        Yj = Y + np.float32(mouth_open) * self.jaw if mouth_open else Y  # jaw drop, before the head turns
+        fx, fy = self._forward(X, Yj, self.depth, (pitch, yaw, roll), scale, dx, dy)
         dxf = (fx - X) * self.mask
         dyf = (fy - Y) * self.mask
         disp = np.dstack([dxf, dyf]).astype(np.float32)
@@ -153,10 +171,75 @@ class HeadRenderer:
         return mapx, mapy
 
     def render(self, pitch: float, yaw: float, roll: float, dx: float = 0.0, dy: float = 0.0,
-               scale: float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
-        """The tile for one pose (written into `out` when given)."""
-        mapx, mapy = self.maps(pitch, yaw, roll, dx, dy, scale)
-        return cv2.remap(self.photo, mapx, mapy, cv2.INTER_LINEAR, dst=out, borderMode=cv2.BORDER_REFLECT101)
+               scale: float = 1.0, out: np.ndarray | None = None, mouth_open: float = 0.0) -> np.ndarray:
+        """The tile for one pose (written into `out` when given); `mouth_open` in [0, 1] opens the
+        mouth (0: closed as in the photo, the pose-only output byte for byte)."""
+        if not 0.0 <= mouth_open <= 1.0:
+            raise ValueError(f"mouth_open must be in [0, 1], not {mouth_open!r}")
+        mapx, mapy = self.maps(pitch, yaw, roll, dx, dy, scale, mouth_open=mouth_open)
+        img = cv2.remap(self.photo, mapx, mapy, cv2.INTER_LINEAR, dst=out, borderMode=cv2.BORDER_REFLECT101)
+        if mouth_open:
+            self._darken_mouth(img, (pitch, yaw, roll), scale, dx, dy, mouth_open)
+        return img
+
+    def _darken_mouth(self, img: np.ndarray, pose: tuple[float, float, float], scale: float, dx: float,
+                      dy: float, mouth_open: float) -> None:
+        """Shade the new gap between the lips toward MOUTH_DARK, in place: an ellipse as wide as the
+        posed inner mouth corners, as tall as the jaw drop, centred where the lip line went; fainter
+        where the photo's lips were already apart (teeth show through)."""
+        lips = self.lips.copy()
+        lips[:, 1] += mouth_open * np.array([_sample(self.jaw, self, pt) for pt in self.lips])
+        z = np.array([_sample(self.depth, self, pt) for pt in lips])
+        fx, fy = self._forward(lips[:, 0], lips[:, 1], z, pose, scale, dx, dy)
+        upper, lower, left, right = np.stack([fx, fy], axis=1)
+        centre = 0.5 * (upper + lower)
+        along = right - left
+        half_w = 0.5 * float(np.linalg.norm(along))
+        drop = mouth_open * MOUTH_DROP * self.face_h * scale
+        half_h = 0.5 * drop
+        if half_w < 1.0 or half_h < 0.25:
+            return
+        u = along / (2.0 * half_w)
+        x0, x1 = (int(np.clip(v, 0, self.w)) for v in (centre[0] - half_w - 2, centre[0] + half_w + 3))
+        y0, y1 = (int(np.clip(v, 0, self.h)) for v in (centre[1] - half_w - 2, centre[1] + half_w + 3))
+        if x1 <= x0 or y1 <= y0:
+            return
+        gx, gy = np.meshgrid(np.arange(x0, x1) - centre[0], np.arange(y0, y1) - centre[1])
+        e = ((gx * u[0] + gy * u[1]) / half_w) ** 2 + ((-gx * u[1] + gy * u[0]) / half_h) ** 2
+        gap = abs(float(self.lips[1, 1] - self.lips[0, 1])) * scale
+        strength = MOUTH_DARK_ALPHA * drop / (drop + gap)
+        alpha = (strength * np.clip((1.0 - e) / 0.4, 0.0, 1.0))[:, :, None]
+        patch = img[y0:y1, x0:x1].astype(np.float32)
+        img[y0:y1, x0:x1] = np.round(patch * (1.0 - alpha) + np.float32(MOUTH_DARK) * alpha).astype(np.uint8)
+
+
+def _jaw_weight(pts: np.ndarray, X: np.ndarray, Y: np.ndarray, face_h: float) -> np.ndarray:
+    """How much of the jaw drop each base-grid point takes: 0 above the upper lip, rising to 1 across
+    the lip line, 1 down the chin, fading out below it and sideways beyond the mouth. The rise spans
+    at least 0.16 face heights (drop 0.12) so the drop's gradient stays under 1 and the renderer's fixed-point
+    inversion of the warp converges."""
+    def smooth(v: np.ndarray) -> np.ndarray:
+        v = np.clip(v, 0.0, 1.0)
+        return v * v * (3.0 - 2.0 * v)
+
+    y_up, y_low, y_chin = pts[LIP_UPPER, 1], pts[LIP_LOWER, 1], pts[CHIN, 1]
+    mid_x = 0.5 * (pts[MOUTH_LEFT, 0] + pts[MOUTH_RIGHT, 0])
+    half_w = 0.5 * abs(pts[MOUTH_RIGHT, 0] - pts[MOUTH_LEFT, 0])
+    half_rise = 0.08 * face_h
+    down = smooth((Y - (y_up - half_rise)) / (y_low - y_up + 2 * half_rise)) * (1.0 - smooth((Y - y_chin) / (0.3 * face_h)))
+    side = 1.0 - smooth((np.abs(X - mid_x) - 1.3 * half_w) / (1.5 * half_w))
+    return (down * side).astype(np.float32)
+
+
+def _sample(grid: np.ndarray, r: HeadRenderer, pt: np.ndarray) -> float:
+    """Bilinear value of a coarse-grid field at a base-tile point."""
+    gx = float(np.clip((pt[0] + 0.5) / r.sx_step - 0.5, 0, grid.shape[1] - 1))
+    gy = float(np.clip((pt[1] + 0.5) / r.sy_step - 0.5, 0, grid.shape[0] - 1))
+    i0, j0 = min(int(gy), grid.shape[0] - 2), min(int(gx), grid.shape[1] - 2)
+    fy, fx = gy - i0, gx - j0
+    top = grid[i0, j0] * (1 - fx) + grid[i0, j0 + 1] * fx
+    bottom = grid[i0 + 1, j0] * (1 - fx) + grid[i0 + 1, j0 + 1] * fx
+    return float(top * (1 - fy) + bottom * fy)
 
 
 _CALIBRATION: dict[tuple[Any, ...], tuple[float, float]] = {}

@@ -36,7 +36,7 @@ from pipeline.sample.motion import make_motion
 from pipeline.sample.render import GALLERY_BG, HeadRenderer
 from pipeline.sample.speech import make_speech_track
 
-ZOOM_GENERATOR_VERSION = 1
+ZOOM_GENERATOR_VERSION = 2  # 2: mouths open with each participant's own speech
 DEFAULT_NAMES = ("Akira Sato", "Mei Tanaka")
 VIEWS = ("gallery", "speaker")
 TRUTH_FILE = "truth.json"
@@ -45,6 +45,9 @@ TILE_BORDER = 8
 RESIZED_SCALE = 0.75  # after a layout change the window is smaller: tiles shrink to 3/4, centred
 LABEL_BG = (0, 0, 0)
 LABEL_FG = (255, 255, 255)
+MOUTH_LEAD_S = 0.04  # the mouth opens a little before the sound comes out
+MOUTH_SMOOTH_S = 0.05  # envelope smoothing: keeps the 5-7 Hz syllable rhythm
+MOUTH_RANGE_DB = 30.0  # below the voice's loud level by this much the mouth is closed
 
 
 @dataclass(frozen=True)
@@ -68,15 +71,16 @@ def make_zoom_folder(dest: str | Path, *, seed: int = 0, duration_s: float = 30.
                      drift_ppm: Mapping[str, float] | None = None, bleed_db: float = -20.0,
                      layout_change_at_s: float | None = None, fps: float = 25.0,
                      frame_size: tuple[int, int] = (640, 360), topic: str = "Listening study",
-                     start_time: str = "2026-11-20 10.00.00") -> ZoomSample:
+                     start_time: str = "2026-11-20 10.00.00", still_mouths: bool = False) -> ZoomSample:
     """Write `<dest>/<start_time> <topic> <meeting id>/` (an earlier folder of that name is replaced)
     and `<dest>/truth.json`. Deterministic: same arguments -> same bytes.
 
     names: the two display names; offsets_s / drift_ppm: per display name or participant id
     (default 0); bleed_db: level of the other person's voice in a track relative to their own;
     view: "gallery" (two tiles, name labels) or "speaker" (the active speaker fills the frame, the
-    other is a thumbnail; tiles swap); layout_change_at_s: gallery only, the window shrinks then."""
-    _check_arguments(view, names, duration_s, layout_change_at_s)
+    other is a thumbnail; tiles swap); layout_change_at_s: gallery only, the window shrinks then;
+    still_mouths: the mouths never move (who-is-who from lip synchrony must then be refused)."""
+    _check_arguments(view, names, duration_s, layout_change_at_s, still_mouths)
     pids = [participant_id(n) for n in names]
     offsets = _per_participant(offsets_s, names, "offsets_s")
     drifts = _per_participant(drift_ppm, names, "drift_ppm")
@@ -99,7 +103,8 @@ def make_zoom_folder(dest: str | Path, *, seed: int = 0, duration_s: float = 30.
     with atomic_folder(dest / folder_name) as build:
         (build / "Audio Record").mkdir()
         mix = mix_voices(voices)
-        _write_video(build, script, looks, names, layouts, mix, fps, fw, fh, duration_s, seed)
+        mouths = {pid: mouth_opening(voices[pid], sr, fps, duration_s) * (not still_mouths) for pid in pids}
+        _write_video(build, script, looks, names, layouts, mix, mouths, fps, fw, fh, duration_s, seed)
         write_audio(build / "audio_only.m4a", mix, AUDIO_FORMAT)
         tracks = {pid: f"Audio Record/audio{pid}{digits[pid]}.m4a" for pid in pids}
         for k, pid in enumerate(pids):
@@ -110,11 +115,13 @@ def make_zoom_folder(dest: str | Path, *, seed: int = 0, duration_s: float = 30.
         write_text_atomic(build / "chat.txt", _chat_text(script, names, pids, start_time))
     truth = _truth(seed, folder_name, view, fps, (fw, fh), duration_s, sr, names, pids, tracks, offsets, drifts,
                    bleed_db, layouts, layout_change_at_s, script)
+    truth["still_mouths"] = still_mouths
     write_json_atomic(dest / TRUTH_FILE, truth)
     return ZoomSample(dest / folder_name, dest / TRUTH_FILE)
 
 
-def _check_arguments(view: str, names: Sequence[str], duration_s: float, change_at_s: float | None) -> None:
+def _check_arguments(view: str, names: Sequence[str], duration_s: float, change_at_s: float | None,
+                     still_mouths: bool) -> None:
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, not {view!r}")
     if len(names) != 2 or len({participant_id(n) for n in names}) != 2 or not all(participant_id(n) for n in names):
@@ -123,6 +130,8 @@ def _check_arguments(view: str, names: Sequence[str], duration_s: float, change_
         raise ValueError(f"duration_s must be at least 2 s, not {duration_s!r}")
     if change_at_s is not None and (view != "gallery" or not 0 < change_at_s < duration_s):
         raise ValueError("layout_change_at_s needs the gallery view and a time inside the call")
+    if not isinstance(still_mouths, bool):
+        raise ValueError(f"still_mouths must be True or False, not {still_mouths!r}")
     if "aac" not in ffmpeg_encoders():
         raise RuntimeError("this ffmpeg has no AAC encoder; Zoom-like .m4a files cannot be written")
 
@@ -164,6 +173,22 @@ def participant_track(own: np.ndarray, other: np.ndarray, sr: int, offset_s: flo
     y = np.interp(video_pos, np.arange(src.size), src, left=0.0, right=0.0)
     floor = rng.standard_normal(n)
     return y + floor / floor.std() * 10 ** (-62 / 20)
+
+
+def mouth_opening(voice: np.ndarray, sr: int, fps: float, duration_s: float) -> np.ndarray:
+    """Mouth opening in [0, 1] per video frame from a participant's OWN voice: its smoothed level
+    envelope (syllable rhythm kept) from MOUTH_RANGE_DB below the voice's loud level (6 dB under its
+    peak; closed) up to it (fully open), read MOUTH_LEAD_S after each frame's time (the mouth leads the sound)."""
+    hop = sr // 100
+    n = voice.size // hop
+    power = np.mean(voice[: n * hop].astype(np.float64).reshape(n, hop) ** 2, axis=1)
+    k = max(1, int(round(MOUTH_SMOOTH_S * 100)))
+    power = np.convolve(power, np.ones(k) / k, mode="same")
+    db = 10.0 * np.log10(power + 1e-12)
+    loud = float(db.max()) - 6.0  # the voice's loud syllables (a listener's track holds only backchannels)
+    opening = np.clip(1.0 + (db - loud) / MOUTH_RANGE_DB, 0.0, 1.0)
+    times = np.arange(int(round(duration_s * fps))) / fps + MOUTH_LEAD_S
+    return np.interp(times, (np.arange(n) + 0.5) / 100, opening)
 
 
 @dataclass(frozen=True)
@@ -225,8 +250,8 @@ def _draw_label(canvas: np.ndarray, rect: tuple[int, int, int, int], name: str) 
 
 
 def _frames(layouts: list[_Layout], renderers: dict[tuple[str, int, int], HeadRenderer],
-            motions: dict[str, np.ndarray], labels: dict[str, str], fw: int, fh: int,
-            n_frames: int, fps: float) -> Iterator[np.ndarray]:
+            motions: dict[str, np.ndarray], mouths: dict[str, np.ndarray], labels: dict[str, str], fw: int,
+            fh: int, n_frames: int, fps: float) -> Iterator[np.ndarray]:
     """Frames of the recording: the layout of each frame's time, every tile rendered and labelled."""
     canvas = np.empty((fh, fw, 3), np.uint8)
     starts = [lay.start_s for lay in layouts]
@@ -235,7 +260,8 @@ def _frames(layouts: list[_Layout], renderers: dict[tuple[str, int, int], HeadRe
         canvas[:] = GALLERY_BG
         for pid, (x, y, w, h) in lay.tiles.items():
             _, pitch, yaw, roll, dx, dy, sc = motions[pid][i]
-            canvas[y:y + h, x:x + w] = renderers[(pid, w, h)].render(pitch, yaw, roll, dx, dy, sc)
+            canvas[y:y + h, x:x + w] = renderers[(pid, w, h)].render(pitch, yaw, roll, dx, dy, sc,
+                                                                      mouth_open=float(mouths[pid][i]))
             _draw_label(canvas, (x, y, w, h), labels[pid])
         yield canvas
 
@@ -248,8 +274,8 @@ def _renderer(look: ParticipantLook, width: int, height: int) -> HeadRenderer:
 
 
 def _write_video(build: Path, script: dict[str, Any], looks: dict[str, ParticipantLook], names: Sequence[str],
-                 layouts: list[_Layout], mix: np.ndarray, fps: float, fw: int, fh: int, duration_s: float,
-                 seed: int) -> None:
+                 layouts: list[_Layout], mix: np.ndarray, mouths: dict[str, np.ndarray], fps: float, fw: int,
+                 fh: int, duration_s: float, seed: int) -> None:
     """zoom_0.mp4: the rendered view (H.264) with the mixed call audio (AAC)."""
     n_frames = int(round(duration_s * fps))
     motions = {pid: make_motion(script, pid, fps, n_frames, rng_stream(seed, "zoom", "motion", pid))[0]
@@ -260,7 +286,7 @@ def _write_video(build: Path, script: dict[str, Any], looks: dict[str, Participa
                  for lay in layouts for pid, (_x, _y, w, h) in lay.tiles.items()}
     labels = {participant_id(n): n for n in names}
     silent = build / "zoom_0.video-only.mp4"
-    encode_video(silent, fw, fh, fps, _frames(layouts, renderers, motions, labels, fw, fh, n_frames, fps))
+    encode_video(silent, fw, fh, fps, _frames(layouts, renderers, motions, mouths, labels, fw, fh, n_frames, fps))
     try:
         mux_audio(silent, mix, AUDIO_FORMAT, build / "zoom_0.mp4")
     finally:
