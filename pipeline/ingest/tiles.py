@@ -1,39 +1,32 @@
 """Where each participant's tile is in a Zoom gallery-view video, and when the layout changes.
 
 Zoom's gallery view draws equal-sized tiles on a flat dark background (README "From a Zoom
-recording"); their place depends on the window size and the participant count, so it is measured:
+recording"); where they are depends on the window size and the participant count, so it is measured:
 
-1. **Sampled frames.** About `sample_every_s` apart (at least `min_samples`, at most `max_samples`
-   over the video). A frame is reached by decoding forward when it is at most `grab_ahead_s` ahead,
-   else by a frame-accurate seek (OpenCV seeks to the keyframe before and decodes up to the frame):
-   forward decoding costs every frame in between, a seek at most one keyframe interval, so sparse
-   samples of an hour cost a fraction of decoding it.
-2. **Background colour** per video: the most common colour of the frame's outer ring over a few
-   samples, never a built-in value (themes and encoders differ). A ring that is not mostly one
-   colour means there is no gallery background (a solo camera video, a full-frame speaker view).
-3. **Tiles of a frame** = connected regions of pixels that differ from the background by more than
-   `background_tol`, whose bounding box covers at least `min_tile_area_frac` of the frame. Holes
-   (dark hair, a name label's black box) do not matter because only a region's outer extent counts,
-   and a label sits inside its tile, so it neither splits nor shrinks it.
-4. **Layouts over time.** Neighbouring samples with the same tiles (each matched with IoU >=
-   `same_layout_iou`) share a layout. Between two samples that differ, frames are bisected until
-   the first frame of the new layout is found: a change time is exact to the frame (error < one
-   frame period) instead of one sample step. A layout lasting under `max_transient_s` (a redraw,
-   a black frame, a moment of something else) is measured the same way and folded into the next
-   span, with its times in the evidence: brief redraws are common and harmless, and the evidence
-   keeps them visible. A layout that lasts less than one sample step between two samples of the
-   same layout is not seen at all.
-5. **Refusals** (LayoutError naming the file and times): the active-speaker view, recognised by
-   tiles of very different sizes (gallery tiles are all equal; `max_tile_area_ratio`) or by tiles
-   whose contents swap (a tile's picture becomes what another tile showed one sample earlier);
-   a span whose number of tiles with a face differs from `n_participants` (someone joined, a
-   screen share, a camera off); no background or no tile at all.
-6. **Faces.** Each tile is confirmed by FaceMesh (static mode, on the crop) on up to
-   `face_checks` frames of the span; a tile needs a face in at least `min_face_share` of them.
-   Tiles without a face (an observer with the camera off) are left out and named in the evidence.
+1. **Sampled frames**, about `sample_every_s` apart (at least `min_samples`, at most `max_samples`),
+   decoded in one forward pass (`_Video`: decode forward or seek, whichever is measured cheaper).
+2. **Background colour** per video: the most common colour of the outer ring of the first samples,
+   never a built-in value (themes and encoders differ). A ring that is not mostly one colour means
+   there is no gallery background (a camera video, a full-frame speaker view): refused.
+3. **Tiles of a frame** = connected regions that differ from the background by more than
+   `background_tol`, whose box covers `min_tile_area_frac` of the frame. Only a region's outer
+   extent counts, so holes (dark hair, a name label's box inside the tile) neither split nor shrink it.
+4. **Layouts over time.** Neighbouring samples with the same tiles (IoU >= `same_layout_iou` each)
+   share a layout. Between two that differ, frames are bisected down to the first frame of the new
+   layout: a change time is exact to the frame (error < one frame period), not to the sample step.
+   A layout shorter than `max_transient_s` (a redraw, a black frame) is folded into the next span
+   and listed in its evidence: brief redraws are common and harmless, and stay visible. A layout
+   lasting less than a sample step between two samples of one layout is not seen.
+5. **Refusals** (LayoutError with the file and times): the active-speaker view, by tiles of very
+   different sizes (gallery tiles are equal; `max_tile_area_ratio`) or by tiles whose pictures swap
+   (a tile now looks like another tile's last sample, `swap_ratio`); a span whose number of tiles
+   with a face is not `n_participants` (someone joined, a screen share); no tile at all.
+6. **Faces.** FaceMesh (static mode, on the crop) checks each tile on a run's samples 1, 2, 4, 8, ...
+   (at most `face_checks`): a handful of calls however long the span. A tile needs a face in
+   `min_face_share` of them; faceless tiles (an observer with the camera off) are left out and named.
 
-A span's tile is the per-coordinate median over its samples, robust to a sample where content at
-the tile's edge happens to match the background or where the speaking highlight widens it.
+A span's tile is the per-coordinate median over its samples: robust to a sample where content at the
+tile's edge matches the background, or where the active-speaker highlight widens the tile.
 """
 
 from __future__ import annotations
@@ -41,7 +34,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +50,8 @@ from pipeline.common.logs import progress
 log = logging.getLogger(__name__)
 
 Rect = tuple[int, int, int, int]  # x, y, w, h in pixels of the full frame
+SEEK_POLICIES = ("auto", "always", "never")
+BACKGROUND_SAMPLES = 9  # first sampled frames whose outer rings give the background colour
 
 
 class LayoutError(MediaError):
@@ -67,7 +65,8 @@ class TileSettings:
     sample_every_s: float = 10.0  # sampled frames, not every frame
     min_samples: int = 12  # a short video is sampled more densely
     max_samples: int = 400  # a very long video is sampled more sparsely
-    grab_ahead_s: float = 3.0  # decode forward up to this far, seek beyond
+    grab_ahead_s: float = 3.0  # always decode forward up to this far; beyond, whichever is measured cheaper
+    seek: str = "auto"  # "auto" (measured), "always" or "never" (decode forward only)
     background_tol: int = 12  # max |channel - background| (0-255) still counted as background
     min_background_ring: float = 0.5  # share of the frame's outer ring that must be background
     min_tile_area_frac: float = 0.01  # a tile's box covers at least this share of the frame
@@ -76,7 +75,7 @@ class TileSettings:
     max_tile_area_ratio: float = 1.5  # gallery tiles are equal; above this: active-speaker view
     swap_ratio: float = 0.5  # a tile "swapped" when it resembles another tile's last picture this much closer
     max_transient_s: float = 2.0  # shorter layouts are folded into the next span (kept in evidence)
-    face_checks: int = 4  # frames per span on which every tile is checked for a face
+    face_checks: int = 8  # most frames per span on which every tile is checked for a face
     min_face_share: float = 0.5  # share of those frames in which a tile must show a face
 
 
@@ -95,13 +94,17 @@ class _Run:
     start_frame: int
     rects: tuple[Rect, ...]
     samples: list[tuple[int, tuple[Rect, ...]]] = field(default_factory=list)  # (frame, rects)
+    faces: list[list[int]] = field(default_factory=list)  # per tile: [frames with a face, frames checked]
     transients: list[dict] = field(default_factory=list)
 
 
 class _Video:
-    """Frame-accurate access to chosen frames, decoding forward or seeking (whichever is cheaper)."""
+    """Frame-accurate access to chosen frames. A frame ahead is reached by decoding forward when that
+    is measured cheaper than a seek: a seek decodes from the keyframe before its target, and the
+    keyframe interval is not stated by the container (measured: sampling by seeks cost 0.3x a full
+    decode with keyframes every 2 s, 6x with keyframes every 30 s). Both paths give the same frames."""
 
-    def __init__(self, path: Path, grab_ahead_s: float):
+    def __init__(self, path: Path, settings: TileSettings):
         if not path.is_file():
             raise LayoutError(path, "video file not found", "t=0.00s")
         # OpenCV's FFmpeg backend reads its open options from the environment at each open: local files only
@@ -113,22 +116,37 @@ class _Video:
             self.cap.release()
             raise LayoutError(path, f"cannot read as a video (fps={self.fps:g}, frames={self.n_frames}; "
                               "expected a readable video stream)", "t=0.00s")
-        self.grab_ahead = max(1, int(round(grab_ahead_s * self.fps)))
+        self.policy = settings.seek
+        self.grab_ahead = max(1, int(round(settings.grab_ahead_s * self.fps)))
+        self.grab_cost: float | None = None  # seconds per grab(), running average
+        self.seek_cost: float | None = None  # seconds per seek + read
         self.next_index, self.seeks, self.stepped = 0, 0, 0  # stepped: frames decoded by grab()/read()
+
+    def _should_seek(self, ahead: int) -> bool:
+        if ahead < 0 or self.policy == "always":
+            return True
+        if self.policy == "never" or ahead <= self.grab_ahead or self.grab_cost is None:
+            return False
+        return self.seek_cost is None or self.seek_cost < ahead * self.grab_cost
 
     def frame(self, index: int) -> np.ndarray | None:
         """Frame `index` (BGR) or None when it cannot be decoded (past a truncated end)."""
         ahead = index - self.next_index
-        if ahead < 0 or ahead > self.grab_ahead:
+        t0 = time.perf_counter()
+        seek = self._should_seek(ahead)
+        if seek:
             self.cap.set(cv2.CAP_PROP_POS_FRAMES, index)
             self.seeks += 1
-        else:
+        elif ahead > 0:
             for _ in range(ahead):
                 self.stepped += 1
                 if not self.cap.grab():
                     return None
+            self.grab_cost = _running_mean(self.grab_cost, (time.perf_counter() - t0) / ahead)
         ok, img = self.cap.read()
         self.stepped += 1
+        if seek:
+            self.seek_cost = _running_mean(self.seek_cost, time.perf_counter() - t0)
         self.next_index = index + 1
         return img if ok else None
 
@@ -137,6 +155,10 @@ class _Video:
 
     def close(self) -> None:
         self.cap.release()
+
+
+def _running_mean(old: float | None, new: float, weight: float = 0.3) -> float:
+    return new if old is None else (1 - weight) * old + weight * new
 
 
 def iou(a: Rect, b: Rect) -> float:
@@ -209,48 +231,79 @@ def _sample_frames(n_frames: int, fps: float, s: TileSettings) -> list[int]:
 
 
 class _Scan:
-    """The sampled pass plus the bisection of changes, over one open video."""
+    """The sampled pass, the bisection of changes and the face checks, over one open video."""
 
-    def __init__(self, video: _Video, background: tuple[int, int, int], settings: TileSettings):
-        self.video, self.bg, self.s = video, background, settings
+    def __init__(self, video: _Video, settings: TileSettings, tracker: Any):
+        self.video, self.s, self.tracker = video, settings, tracker
+        self.bg, self.ring_share = (0, 0, 0), 0.0
         self.swaps: list[dict] = []
 
-    def tiles_at(self, index: int) -> tuple[Rect, ...] | None:
-        img = self.video.frame(index)
-        return None if img is None else find_tiles(img, self.bg, self.s)
-
-    def runs(self) -> list[_Run]:
-        runs: list[_Run] = []
-        last_sig: tuple[tuple[Rect, ...], list[np.ndarray]] | None = None
-        sampled = _sample_frames(self.video.n_frames, self.video.fps, self.s)
-        for index in progress(sampled, desc="tiles", unit="frame", leave=False):
+    def _sampled(self) -> Iterator[tuple[int, np.ndarray]]:
+        for index in progress(_sample_frames(self.video.n_frames, self.video.fps, self.s), desc="tiles",
+                              unit="frame", leave=False):
             img = self.video.frame(index)
             if img is None:  # a truncated end: the container declared more frames than it holds
-                break
+                return
+            yield index, img
+
+    def _background(self, first: list[tuple[int, np.ndarray]]) -> None:
+        """The background from the first samples' outer rings (frames the pass decodes anyway)."""
+        if not first:
+            raise LayoutError(self.video.path, "no video frame could be decoded (empty or corrupt video)", "t=0.00s")
+        self.bg, self.ring_share = background_colour([img for _, img in first], self.s.background_tol)
+        if self.ring_share < self.s.min_background_ring:
+            where = _fmt_span(0.0, self.video.time(first[-1][0]))
+            raise LayoutError(self.video.path, f"no gallery background: only {self.ring_share:.0%} of the frame's "
+                              "edge is one colour (expected a Zoom gallery view, tiles on a plain background; "
+                              "a full-frame speaker view or a camera video has none)", where)
+
+    def runs(self) -> list[_Run]:
+        sampled = self._sampled()
+        first = list(islice(sampled, BACKGROUND_SAMPLES))
+        self._background(first)
+        runs: list[_Run] = []
+        last_sigs: list[np.ndarray] | None = None
+        for index, img in chain(first, sampled):
             rects = find_tiles(img, self.bg, self.s)
             sigs = [_signature(img, r) for r in rects]
             if not runs:
                 runs.append(_Run(0, rects))
             elif not same_layout(runs[-1].rects, rects, self.s.same_layout_iou):
                 runs += self._bisect(runs[-1].samples[-1][0], runs[-1].rects, index, rects)
-            elif last_sig is not None:
-                self._check_swap(index, last_sig[1], sigs)
-            runs[-1].samples.append((index, rects))
-            last_sig = (rects, sigs)
+            elif last_sigs is not None:
+                self._check_swap(index, last_sigs, sigs)
+            self._add_sample(runs[-1], index, img, rects)
+            last_sigs = sigs
         return runs
+
+    def _add_sample(self, run: _Run, index: int, img: np.ndarray, rects: tuple[Rect, ...]) -> None:
+        """Record a sample; check its tiles for faces on the run's samples 1, 2, 4, 8, ... (spread
+        over the run whatever its length, a few FaceMesh calls per run)."""
+        k = len(run.samples)
+        run.samples.append((index, rects))
+        if not run.faces:
+            run.faces = [[0, 0] for _ in run.rects]
+        if len(rects) != len(run.rects) or (k + 1) & k or run.faces and run.faces[0][1] >= self.s.face_checks:
+            return
+        for (x, y, w, h), count in zip(rects, run.faces, strict=True):
+            count[1] += 1
+            count[0] += self.tracker.process(np.ascontiguousarray(img[y:y + h, x:x + w])) is not None
 
     def _bisect(self, lo: int, lo_rects: tuple[Rect, ...], hi: int, hi_rects: tuple[Rect, ...]) -> list[_Run]:
         """Runs that start after frame `lo` (layout `lo_rects`) up to frame `hi` (layout `hi_rects`):
         the first frame that is no longer `lo_rects`, then recursively what follows it."""
-        first, first_rects = hi, hi_rects
+        first, first_rects, first_img = hi, hi_rects, None
         while first - lo > 1:
             mid = (lo + first) // 2
-            rects = self.tiles_at(mid)
-            if rects is not None and same_layout(rects, lo_rects, self.s.same_layout_iou):
+            img = self.video.frame(mid)
+            rects = () if img is None else find_tiles(img, self.bg, self.s)
+            if img is not None and same_layout(rects, lo_rects, self.s.same_layout_iou):
                 lo = mid
             else:
-                first, first_rects = mid, rects or ()
-        run = _Run(first, first_rects, [(first, first_rects)] if first != hi else [])
+                first, first_rects, first_img = mid, rects, img
+        run = _Run(first, first_rects)
+        if first_img is not None:
+            self._add_sample(run, first, first_img, first_rects)
         if first == hi or same_layout(first_rects, hi_rects, self.s.same_layout_iou):
             return [run]
         return [run] + self._bisect(first, first_rects, hi, hi_rects)
@@ -284,6 +337,7 @@ def _fold_transients(runs: list[_Run], fps: float, n_frames: int, settings: Tile
         if kept and same_layout(kept[-1].rects, run.rects, settings.same_layout_iou):
             kept[-1].samples += run.samples
             kept[-1].transients += run.transients
+            kept[-1].faces = [[a[0] + b[0], a[1] + b[1]] for a, b in zip(kept[-1].faces, run.faces, strict=True)]
         else:
             kept.append(run)
     if pending:
@@ -320,26 +374,9 @@ def _refuse_speaker_view(path: Path, tiles: tuple[Rect, ...], swaps: list[dict],
                           "record in gallery view", where)
 
 
-def _check_faces(video: _Video, run: _Run, tiles: tuple[Rect, ...], end_frame: int, tracker: Any,
-                 settings: TileSettings) -> list[list[int]]:
-    """[found, tried] per tile over up to `face_checks` frames spread over the run."""
-    span = max(1, end_frame - run.start_frame)
-    n = max(1, min(settings.face_checks, span))
-    frames = sorted({run.start_frame + int((k + 0.5) * span / n) for k in range(n)})
-    counts = [[0, 0] for _ in tiles]
-    for index in frames:
-        img = video.frame(index)
-        if img is None:
-            continue
-        for (x, y, w, h), c in zip(tiles, counts, strict=True):
-            c[1] += 1
-            c[0] += tracker.process(np.ascontiguousarray(img[y:y + h, x:x + w])) is not None
-    return counts
-
-
-def _span(video: _Video, run: _Run, end_frame: int, swaps: list[dict], tracker: Any, n_participants: int,
+def _span(video: _Video, run: _Run, end_frame: int, swaps: list[dict], n_participants: int,
           settings: TileSettings, base_evidence: dict) -> LayoutSpan:
-    """One checked span: speaker view refused, faces confirmed, face tiles counted."""
+    """One checked span: speaker view refused, face tiles counted."""
     start_s, end_s = video.time(run.start_frame), video.time(end_frame)
     where = _fmt_span(start_s, end_s)
     tiles, spread = _median_tiles(run)
@@ -347,15 +384,15 @@ def _span(video: _Video, run: _Run, end_frame: int, swaps: list[dict], tracker: 
         raise LayoutError(video.path, "no tiles on the background (expected a Zoom gallery view)", where)
     inside = [s for s in swaps if start_s <= s["t_s"] < end_s]
     _refuse_speaker_view(video.path, tiles, inside, where, settings)
-    faces = _check_faces(video, run, tiles, end_frame, tracker, settings)
+    faces = run.faces or [[0, 0] for _ in tiles]
     has_face = [found > 0 and found >= settings.min_face_share * tried for found, tried in faces]
     face_tiles = tuple(t for t, ok in zip(tiles, has_face, strict=True) if ok)
     if len(face_tiles) != n_participants:
         raise LayoutError(video.path, f"{len(face_tiles)} tile(s) with a face, expected {n_participants} "
-                          f"(tiles {[list(t) for t in tiles]}, faces found/tried {faces}; someone joined, "
+                          f"(tiles {[list(t) for t in tiles]}, faces found/checked {faces}; someone joined, "
                           "a screen share or a camera off?)", where)
     evidence = dict(base_evidence, samples=len(run.samples), start_frame=run.start_frame,
-                    tiles_found=[list(t) for t in tiles], tile_spread_px=spread, faces_found_tried=faces,
+                    tiles_found=[list(t) for t in tiles], tile_spread_px=spread, faces_found_checked=faces,
                     faceless_tiles=[list(t) for t, ok in zip(tiles, has_face, strict=True) if not ok],
                     transients=run.transients)
     return LayoutSpan(round(start_s, 6), round(end_s, 6), face_tiles, evidence)
@@ -367,29 +404,21 @@ def detect_layouts(video: str | Path, n_participants: int = 2, settings: TileSet
     view, no / wrong number of tiles with a face, unreadable video."""
     from pipeline.features.head.tracking import FaceMeshTracker
 
+    if settings.seek not in SEEK_POLICIES:
+        raise ValueError(f"TileSettings.seek must be one of {SEEK_POLICIES}, not {settings.seek!r}")
     path = Path(video)
-    vid = _Video(path, settings.grab_ahead_s)
+    vid = _Video(path, settings)
     try:
-        probe = [f for f in (vid.frame(i) for i in np.linspace(0, vid.n_frames - 1, 9).astype(int))
-                 if f is not None]
-        if not probe:
-            raise LayoutError(path, "no video frame could be decoded (empty or corrupt video)", "t=0.00s")
-        bg, ring_share = background_colour(probe, settings.background_tol)
-        if ring_share < settings.min_background_ring:
-            raise LayoutError(path, f"no gallery background: only {ring_share:.0%} of the frame's edge is one "
-                              f"colour (expected a Zoom gallery view, tiles on a plain background; "
-                              "a full-frame speaker view or a camera video has none)", "t=0.00s")
-        scan = _Scan(vid, bg, settings)
-        runs = _fold_transients(scan.runs(), vid.fps, vid.n_frames, settings)
-        base = {"background_bgr": list(bg), "background_ring_share": round(ring_share, 4), "fps": vid.fps,
-                "settings": asdict(settings)}
-        ends = [r.start_frame for r in runs[1:]] + [vid.n_frames]
         with FaceMeshTracker(static_image_mode=True, task_model=face_model) as tracker:
-            spans = [_span(vid, run, end, scan.swaps, tracker, n_participants, settings, base)
-                     for run, end in zip(runs, ends, strict=True)]
-        log.info("%s: %d layout span(s), %d frames stepped, %d seeks", path.name, len(spans), vid.stepped, vid.seeks)
-        for s in spans:
-            s.evidence.update(frames_stepped=vid.stepped, seeks=vid.seeks, swaps_seen=len(scan.swaps))
+            scan = _Scan(vid, settings, tracker)
+            runs = _fold_transients(scan.runs(), vid.fps, vid.n_frames, settings)
+        base = {"background_bgr": list(scan.bg), "background_ring_share": round(scan.ring_share, 4),
+                "fps": vid.fps, "settings": asdict(settings)}
+        ends = [r.start_frame for r in runs[1:]] + [vid.n_frames]
+        spans = [_span(vid, run, end, scan.swaps, n_participants, settings, base)
+                 for run, end in zip(runs, ends, strict=True)]
+        log.info("%s: %d layout span(s); %d frames decoded forward, %d seeks", path.name, len(spans),
+                 vid.stepped, vid.seeks)
         return spans
     finally:
         vid.close()
