@@ -21,6 +21,7 @@ FPS = 10.0
 SIZE = (480, 272)
 CHANGE_AT_S = 8.35  # between frames 83 and 84: the first frame of the new layout is 84
 SOLO_FACE_VIDEO = Path("/work/shared/testdata/liveportrait/d0.mp4")
+FACE_TASK_MODEL = Path("/work/shared/testdata/mediapipe_models/face_landmarker.task")
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +178,12 @@ def test_seeking_and_decoding_forward_find_the_same_spans(gallery: ZoomSample,
         assert {k: v for k, v in a.evidence.items() if k != "settings"} == \
             {k: v for k, v in b.evidence.items() if k != "settings"}
     assert [(s.start_s, s.tiles) for s in seeking] == [(s.start_s, s.tiles) for s in gallery_spans]
+
+
+def test_face_landmarker_task_model_confirms_the_same_tiles(gallery: ZoomSample,
+                                                            gallery_spans: list[LayoutSpan]) -> None:
+    if not FACE_TASK_MODEL.is_file():
+        pytest.skip(f"{FACE_TASK_MODEL} not present")
+    spans = detect_layouts(gallery.folder / "zoom_0.mp4", face_model=FACE_TASK_MODEL)
+    assert [(s.start_s, s.tiles) for s in spans] == [(s.start_s, s.tiles) for s in gallery_spans]
+    assert all(found >= 1 for s in spans for found, _ in s.evidence["faces_found_checked"])
