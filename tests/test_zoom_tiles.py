@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from pipeline.ingest.sampled_video import sample_frames
 from pipeline.ingest.tiles import LayoutError, LayoutSpan, TileSettings, detect_layouts, find_tiles, iou
 from pipeline.sample.encoders import encode_video
 from pipeline.sample.render import GALLERY_BG
@@ -72,6 +73,9 @@ def test_evidence_is_json_and_names_faces(gallery_spans: list[LayoutSpan]) -> No
         ev = json.loads(json.dumps(span.evidence))
         assert ev["samples"] >= 2 and ev["transients"] == [] and ev["faceless_tiles"] == []
         assert all(found >= 1 for found, _tried in ev["faces_found_checked"])
+        # just outside a region's box every pixel is background (else it would belong to the region)
+        for inside, outside in ev["border_contrast_in_out"]:
+            assert outside <= TileSettings().background_tol < inside
 
 
 def test_wrong_participant_count_is_refused_with_the_span(gallery: ZoomSample) -> None:
@@ -187,3 +191,13 @@ def test_face_landmarker_task_model_confirms_the_same_tiles(gallery: ZoomSample,
     spans = detect_layouts(gallery.folder / "zoom_0.mp4", face_model=FACE_TASK_MODEL)
     assert [(s.start_s, s.tiles) for s in spans] == [(s.start_s, s.tiles) for s in gallery_spans]
     assert all(found >= 1 for s in spans for found, _ in s.evidence["faces_found_checked"])
+
+
+def test_sampling_stays_sparse_and_covers_the_video() -> None:
+    hour = sample_frames(90_000, 25.0, 10.0, 12, 400)  # an hour at 25 fps: one frame per 10 s
+    assert hour[0] == 0 and hour[-1] == 89_999 and len(hour) == 361
+    assert set(np.diff(hour)) <= {250, 249}
+    short = sample_frames(140, 10.0, 10.0, 12, 400)  # 14 s: denser, to reach 12 samples
+    assert len(short) >= 12 and short[-1] == 139
+    long = sample_frames(25 * 3600 * 10, 25.0, 10.0, 12, 400)  # 10 h: capped
+    assert len(long) <= 401

@@ -4,7 +4,7 @@ Zoom's gallery view draws equal-sized tiles on a flat dark background (README "F
 recording"); where they are depends on the window size and the participant count, so it is measured:
 
 1. **Sampled frames**, about `sample_every_s` apart (at least `min_samples`, at most `max_samples`),
-   decoded in one forward pass (`_Video`: decode forward or seek, whichever is measured cheaper).
+   decoded in one forward pass (`pipeline.ingest.sampled_video`: decode forward or seek, whichever is measured cheaper).
 2. **Background colour** per video: the most common colour of the outer ring of the first samples,
    never a built-in value (themes and encoders differ). A ring that is not mostly one colour means
    there is no gallery background (a camera video, a full-frame speaker view): refused.
@@ -27,14 +27,17 @@ recording"); where they are depends on the window size and the participant count
 
 A span's tile is the per-coordinate median over its samples: robust to a sample where content at the
 tile's edge matches the background, or where the active-speaker highlight widens the tile.
+
+Limits (checked on generated recordings only): tiles must be apart by a few pixels of background
+(compression smears colour 1-2 px past a tile's edge; a narrower gap joins two tiles into one);
+content that matches the background along a whole tile edge in every sample (a dark room) shrinks
+the tile; the background comes from the first 9 samples; times assume a fixed frame rate.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import chain, islice
@@ -46,11 +49,11 @@ import numpy as np
 
 from pipeline.common.errors import MediaError
 from pipeline.common.logs import progress
+from pipeline.ingest.sampled_video import SampledVideo, sample_frames
 
 log = logging.getLogger(__name__)
 
 Rect = tuple[int, int, int, int]  # x, y, w, h in pixels of the full frame
-SEEK_POLICIES = ("auto", "always", "never")
 BACKGROUND_SAMPLES = 9  # first sampled frames whose outer rings give the background colour
 
 
@@ -66,7 +69,7 @@ class TileSettings:
     min_samples: int = 12  # a short video is sampled more densely
     max_samples: int = 400  # a very long video is sampled more sparsely
     grab_ahead_s: float = 3.0  # always decode forward up to this far; beyond, whichever is measured cheaper
-    seek: str = "auto"  # "auto" (measured), "always" or "never" (decode forward only)
+    seek: str = "auto"  # one of SEEK_POLICIES: "auto" (measured), "always" or "never" (decode forward only)
     background_tol: int = 12  # max |channel - background| (0-255) still counted as background
     min_background_ring: float = 0.5  # share of the frame's outer ring that must be background
     min_tile_area_frac: float = 0.01  # a tile's box covers at least this share of the frame
@@ -95,70 +98,8 @@ class _Run:
     rects: tuple[Rect, ...]
     samples: list[tuple[int, tuple[Rect, ...]]] = field(default_factory=list)  # (frame, rects)
     faces: list[list[int]] = field(default_factory=list)  # per tile: [frames with a face, frames checked]
+    borders: list[list[float]] = field(default_factory=list)  # per checked tile: border contrast (inside, outside)
     transients: list[dict] = field(default_factory=list)
-
-
-class _Video:
-    """Frame-accurate access to chosen frames. A frame ahead is reached by decoding forward when that
-    is measured cheaper than a seek: a seek decodes from the keyframe before its target, and the
-    keyframe interval is not stated by the container (measured: sampling by seeks cost 0.3x a full
-    decode with keyframes every 2 s, 6x with keyframes every 30 s). Both paths give the same frames."""
-
-    def __init__(self, path: Path, settings: TileSettings):
-        if not path.is_file():
-            raise LayoutError(path, "video file not found", "t=0.00s")
-        # OpenCV's FFmpeg backend reads its open options from the environment at each open: local files only
-        os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "protocol_whitelist;file")
-        self.path, self.cap = path, cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-        self.fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0) if self.cap.isOpened() else 0.0
-        self.n_frames = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if self.cap.isOpened() else 0
-        if not (self.fps > 0 and math.isfinite(self.fps)) or self.n_frames <= 0:
-            self.cap.release()
-            raise LayoutError(path, f"cannot read as a video (fps={self.fps:g}, frames={self.n_frames}; "
-                              "expected a readable video stream)", "t=0.00s")
-        self.policy = settings.seek
-        self.grab_ahead = max(1, int(round(settings.grab_ahead_s * self.fps)))
-        self.grab_cost: float | None = None  # seconds per grab(), running average
-        self.seek_cost: float | None = None  # seconds per seek + read
-        self.next_index, self.seeks, self.stepped = 0, 0, 0  # stepped: frames decoded by grab()/read()
-
-    def _should_seek(self, ahead: int) -> bool:
-        if ahead < 0 or self.policy == "always":
-            return True
-        if self.policy == "never" or ahead <= self.grab_ahead or self.grab_cost is None:
-            return False
-        return self.seek_cost is None or self.seek_cost < ahead * self.grab_cost
-
-    def frame(self, index: int) -> np.ndarray | None:
-        """Frame `index` (BGR) or None when it cannot be decoded (past a truncated end)."""
-        ahead = index - self.next_index
-        t0 = time.perf_counter()
-        seek = self._should_seek(ahead)
-        if seek:
-            self.cap.set(cv2.CAP_PROP_POS_FRAMES, index)
-            self.seeks += 1
-        elif ahead > 0:
-            for _ in range(ahead):
-                self.stepped += 1
-                if not self.cap.grab():
-                    return None
-            self.grab_cost = _running_mean(self.grab_cost, (time.perf_counter() - t0) / ahead)
-        ok, img = self.cap.read()
-        self.stepped += 1
-        if seek:
-            self.seek_cost = _running_mean(self.seek_cost, time.perf_counter() - t0)
-        self.next_index = index + 1
-        return img if ok else None
-
-    def time(self, index: int) -> float:
-        return index / self.fps
-
-    def close(self) -> None:
-        self.cap.release()
-
-
-def _running_mean(old: float | None, new: float, weight: float = 0.3) -> float:
-    return new if old is None else (1 - weight) * old + weight * new
 
 
 def iou(a: Rect, b: Rect) -> float:
@@ -222,24 +163,30 @@ def _signature(frame: np.ndarray, rect: Rect) -> np.ndarray:
     return (small - small.mean()) / (small.std() + 1e-3)
 
 
-def _sample_frames(n_frames: int, fps: float, s: TileSettings) -> list[int]:
-    duration = n_frames / fps
-    step = min(s.sample_every_s, duration / max(1, s.min_samples))
-    step = max(step, duration / max(1, s.max_samples), 1.0 / fps)
-    frames = sorted({min(n_frames - 1, int(round(k * step * fps))) for k in range(int(duration / step) + 1)})
-    return frames if frames[-1] == n_frames - 1 else frames + [n_frames - 1]
+def _border_contrast(diff: np.ndarray, rect: Rect, width: int = 2) -> list[float]:
+    """Mean difference from the background on the tile's inner and outer `width`-pixel borders: a
+    clear tile has a high inside and an outside near the encoder's noise."""
+    x, y, w, h = rect
+    inner = np.ones((h, w), bool)
+    inner[width:-width, width:-width] = False
+    y0, x0 = max(0, y - width), max(0, x - width)
+    outer = np.ones((min(diff.shape[0], y + h + width) - y0, min(diff.shape[1], x + w + width) - x0), bool)
+    outer[y - y0:y - y0 + h, x - x0:x - x0 + w] = False
+    return [round(float(diff[y:y + h, x:x + w][inner].mean()), 2),
+            round(float(diff[y0:y0 + outer.shape[0], x0:x0 + outer.shape[1]][outer].mean()), 2) if outer.any() else 0.0]
 
 
 class _Scan:
     """The sampled pass, the bisection of changes and the face checks, over one open video."""
 
-    def __init__(self, video: _Video, settings: TileSettings, tracker: Any):
+    def __init__(self, video: SampledVideo, settings: TileSettings, tracker: Any):
         self.video, self.s, self.tracker = video, settings, tracker
         self.bg, self.ring_share = (0, 0, 0), 0.0
         self.swaps: list[dict] = []
 
     def _sampled(self) -> Iterator[tuple[int, np.ndarray]]:
-        for index in progress(_sample_frames(self.video.n_frames, self.video.fps, self.s), desc="tiles",
+        for index in progress(sample_frames(self.video.n_frames, self.video.fps, self.s.sample_every_s,
+                                            self.s.min_samples, self.s.max_samples), desc="tiles",
                               unit="frame", leave=False):
             img = self.video.frame(index)
             if img is None:  # a truncated end: the container declared more frames than it holds
@@ -285,9 +232,11 @@ class _Scan:
             run.faces = [[0, 0] for _ in run.rects]
         if len(rects) != len(run.rects) or (k + 1) & k or run.faces and run.faces[0][1] >= self.s.face_checks:
             return
+        diff = cv2.absdiff(img, np.full_like(img, self.bg)).max(axis=2)
         for (x, y, w, h), count in zip(rects, run.faces, strict=True):
             count[1] += 1
             count[0] += self.tracker.process(np.ascontiguousarray(img[y:y + h, x:x + w])) is not None
+            run.borders.append(_border_contrast(diff, (x, y, w, h)))
 
     def _bisect(self, lo: int, lo_rects: tuple[Rect, ...], hi: int, hi_rects: tuple[Rect, ...]) -> list[_Run]:
         """Runs that start after frame `lo` (layout `lo_rects`) up to frame `hi` (layout `hi_rects`):
@@ -338,6 +287,7 @@ def _fold_transients(runs: list[_Run], fps: float, n_frames: int, settings: Tile
             kept[-1].samples += run.samples
             kept[-1].transients += run.transients
             kept[-1].faces = [[a[0] + b[0], a[1] + b[1]] for a, b in zip(kept[-1].faces, run.faces, strict=True)]
+            kept[-1].borders += run.borders
         else:
             kept.append(run)
     if pending:
@@ -354,6 +304,12 @@ def _median_tiles(run: _Run) -> tuple[tuple[Rect, ...], list[int]]:
     med = np.floor(np.median(stacks, axis=0) + 0.5).astype(int)
     spread = np.abs(stacks - med).max(axis=(0, 2)).astype(int)
     return tuple(tuple(int(v) for v in r) for r in med), [int(v) for v in spread]  # type: ignore[misc]
+
+
+def _mean_borders(borders: list[list[float]], n_tiles: int) -> list[list[float]]:
+    """Per tile (borders are recorded tile after tile, sample after sample): mean (inside, outside)."""
+    per_tile = [borders[i::n_tiles] for i in range(n_tiles)] if n_tiles and len(borders) % n_tiles == 0 else []
+    return [[round(float(np.mean([b[k] for b in bs])), 2) for k in (0, 1)] for bs in per_tile if bs]
 
 
 def _fmt_span(start_s: float, end_s: float) -> str:
@@ -374,7 +330,7 @@ def _refuse_speaker_view(path: Path, tiles: tuple[Rect, ...], swaps: list[dict],
                           "record in gallery view", where)
 
 
-def _span(video: _Video, run: _Run, end_frame: int, swaps: list[dict], n_participants: int,
+def _span(video: SampledVideo, run: _Run, end_frame: int, swaps: list[dict], n_participants: int,
           settings: TileSettings, base_evidence: dict) -> LayoutSpan:
     """One checked span: speaker view refused, face tiles counted."""
     start_s, end_s = video.time(run.start_frame), video.time(end_frame)
@@ -394,7 +350,7 @@ def _span(video: _Video, run: _Run, end_frame: int, swaps: list[dict], n_partici
     evidence = dict(base_evidence, samples=len(run.samples), start_frame=run.start_frame,
                     tiles_found=[list(t) for t in tiles], tile_spread_px=spread, faces_found_checked=faces,
                     faceless_tiles=[list(t) for t, ok in zip(tiles, has_face, strict=True) if not ok],
-                    transients=run.transients)
+                    border_contrast_in_out=_mean_borders(run.borders, len(tiles)), transients=run.transients)
     return LayoutSpan(round(start_s, 6), round(end_s, 6), face_tiles, evidence)
 
 
@@ -404,10 +360,11 @@ def detect_layouts(video: str | Path, n_participants: int = 2, settings: TileSet
     view, no / wrong number of tiles with a face, unreadable video."""
     from pipeline.features.head.tracking import FaceMeshTracker
 
-    if settings.seek not in SEEK_POLICIES:
-        raise ValueError(f"TileSettings.seek must be one of {SEEK_POLICIES}, not {settings.seek!r}")
     path = Path(video)
-    vid = _Video(path, settings)
+    try:
+        vid = SampledVideo(path, settings.seek, settings.grab_ahead_s)
+    except MediaError as err:
+        raise LayoutError(path, err.message, err.where) from err
     try:
         with FaceMeshTracker(static_image_mode=True, task_model=face_model) as tracker:
             scan = _Scan(vid, settings, tracker)
