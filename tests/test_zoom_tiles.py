@@ -22,6 +22,7 @@ FPS = 10.0
 SIZE = (480, 272)
 CHANGE_AT_S = 8.35  # between frames 83 and 84: the first frame of the new layout is 84
 SOLO_FACE_VIDEO = Path("/work/shared/testdata/liveportrait/d0.mp4")
+OTHER_FACE_VIDEO = Path("/work/shared/testdata/liveportrait/d3.mp4")
 FACE_TASK_MODEL = Path("/work/shared/testdata/mediapipe_models/face_landmarker.task")
 
 
@@ -201,3 +202,42 @@ def test_sampling_stays_sparse_and_covers_the_video() -> None:
     assert len(short) >= 12 and short[-1] == 139
     long = sample_frames(25 * 3600 * 10, 25.0, 10.0, 12, 400)  # 10 h: capped
     assert len(long) <= 401
+
+
+def _face_band(video: Path, n: int) -> list[np.ndarray]:
+    """The first `n` frames' 16:9 centre band (512x288 of a 512x512 face video)."""
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while len(frames) < n:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame[112:400])
+    cap.release()
+    return frames
+
+
+def test_real_faces_composite_with_a_window_resize(tmp_path: Path) -> None:
+    """Two real camera videos as gallery tiles with name labels, on a background of another colour;
+    the window shrinks at frame 83 (3.32 s at 25 fps): both layouts exact, the change at that frame."""
+    if not (SOLO_FACE_VIDEO.is_file() and OTHER_FACE_VIDEO.is_file()):
+        pytest.skip("liveportrait test videos not present")
+    a, b = _face_band(SOLO_FACE_VIDEO, 78), _face_band(OTHER_FACE_VIDEO, 78)
+    before, after = [(16, 90, 296, 166), (328, 90, 296, 166)], [(96, 110, 220, 124), (324, 110, 220, 124)]
+
+    def frames():
+        for k in range(150):
+            i = k % 78 if (k // 78) % 2 == 0 else 77 - k % 78  # play forward, then backward
+            frame = np.full((360, 640, 3), (46, 36, 40), np.uint8)
+            for (x, y, w, h), src, name in zip(before if k < 83 else after, (a[i], b[i]), ("Kai", "Rin"), strict=True):
+                frame[y:y + h, x:x + w] = cv2.resize(src, (w, h), interpolation=cv2.INTER_AREA)
+                cv2.rectangle(frame, (x + 3, y + h - 20), (x + 50, y + h - 3), (0, 0, 0), -1)
+                cv2.putText(frame, name, (x + 6, y + h - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
+            yield frame
+
+    video = tmp_path / "real_gallery.mp4"
+    encode_video(video, 640, 360, 25.0, frames())
+    spans = detect_layouts(video)
+    assert [s.start_s for s in spans] == [0.0, pytest.approx(83 / 25.0)]
+    for span, truth in zip(spans, (before, after), strict=True):
+        assert all(iou(f, t) >= 0.9 for f, t in zip(span.tiles, truth, strict=True)), span.tiles

@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 Rect = tuple[int, int, int, int]  # x, y, w, h in pixels of the full frame
 BACKGROUND_SAMPLES = 9  # first sampled frames whose outer rings give the background colour
+UNEQUAL_TILES_PX = 4  # face tiles differing more in width or height are logged (Zoom's are equal)
 
 
 class LayoutError(MediaError):
@@ -347,8 +348,14 @@ def _span(video: SampledVideo, run: _Run, end_frame: int, swaps: list[dict], n_p
         raise LayoutError(video.path, f"{len(face_tiles)} tile(s) with a face, expected {n_participants} "
                           f"(tiles {[list(t) for t in tiles]}, faces found/checked {faces}; someone joined, "
                           "a screen share or a camera off?)", where)
+    sizes = np.array([(w, h) for _, _, w, h in face_tiles])
+    size_spread = [int(v) for v in sizes.max(axis=0) - sizes.min(axis=0)]
+    if max(size_spread) > UNEQUAL_TILES_PX:  # gallery tiles are equal: an edge matched the background?
+        log.warning("%s (%s): face tiles differ in size by %s px (w, h); check the crops", video.path, where,
+                    size_spread)
     evidence = dict(base_evidence, samples=len(run.samples), start_frame=run.start_frame,
-                    tiles_found=[list(t) for t in tiles], tile_spread_px=spread, faces_found_checked=faces,
+                    tiles_found=[list(t) for t in tiles], tile_spread_px=spread,
+                    tile_size_spread_wh_px=size_spread, faces_found_checked=faces,
                     faceless_tiles=[list(t) for t, ok in zip(tiles, has_face, strict=True) if not ok],
                     border_contrast_in_out=_mean_borders(run.borders, len(tiles)), transients=run.transients)
     return LayoutSpan(round(start_s, 6), round(end_s, 6), face_tiles, evidence)
@@ -360,6 +367,8 @@ def detect_layouts(video: str | Path, n_participants: int = 2, settings: TileSet
     view, no / wrong number of tiles with a face, unreadable video."""
     from pipeline.features.head.tracking import FaceMeshTracker
 
+    if n_participants < 1:
+        raise ValueError(f"n_participants must be at least 1, not {n_participants}")
     path = Path(video)
     try:
         vid = SampledVideo(path, settings.seek, settings.grab_ahead_s)
