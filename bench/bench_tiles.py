@@ -30,12 +30,13 @@ from pipeline.ingest.tiles import detect_layouts, iou  # noqa: E402
 from pipeline.media.audio import ffmpeg_exe  # noqa: E402
 from pipeline.sample.zoom_folder import make_zoom_folder  # noqa: E402
 
-CHANGES = [(1, 11.3), (2, 7.77)]  # (seed, layout change time in s)
+CHANGES = [(1, 0.565), (2, 0.3885)]  # (seed, layout change time as a fraction of the duration)
 
 
 def accuracy(root: Path, duration_s: float) -> None:
-    for seed, change_s in CHANGES:
-        sample = make_zoom_folder(root / f"acc{seed}", seed=seed, duration_s=duration_s, layout_change_at_s=change_s)
+    for seed, change_frac in CHANGES:
+        sample = make_zoom_folder(root / f"acc{seed}", seed=seed, duration_s=duration_s,
+                                  layout_change_at_s=round(change_frac * duration_s, 3))
         truth = sample.truth()
         spans = detect_layouts(sample.folder / "zoom_0.mp4")
         print(f"seed {seed}: {len(spans)} span(s) for {len(truth['layouts'])} layout(s)")
