@@ -28,8 +28,8 @@ recording"); where they are depends on the window size and the participant count
 A span's tile is the per-coordinate median over its samples: robust to a sample where content at the
 tile's edge matches the background, or where the active-speaker highlight widens the tile.
 
-Limits (checked on generated recordings only): tiles must be apart by a few pixels of background
-(compression smears colour 1-2 px past a tile's edge; a narrower gap joins two tiles into one);
+Limits (checked on generated and composited recordings only): tiles must be at least 2 px apart
+(compression smears colour 1-2 px past a tile's edge; a 1 px gap joined two tiles into one);
 content that matches the background along a whole tile edge in every sample (a dark room) shrinks
 the tile; the background comes from the first 9 samples; times assume a fixed frame rate.
 """
@@ -64,7 +64,8 @@ class LayoutError(MediaError):
 
 @dataclass(frozen=True)
 class TileSettings:
-    """Sampling and thresholds; the defaults sample an hour every 10 s (360 frames)."""
+    """Sampling and thresholds. The defaults sample an hour every 10 s (361 frames): measured 37 s per
+    hour of 640x360 video on a loaded 2-core machine, 0.29x a full decode of the same file."""
 
     sample_every_s: float = 10.0  # sampled frames, not every frame
     min_samples: int = 12  # a short video is sampled more densely
