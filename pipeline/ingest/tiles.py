@@ -328,8 +328,8 @@ def _refuse_speaker_view(path: Path, tiles: tuple[Rect, ...], swaps: list[dict],
     if swaps:
         times = sorted({s["t_s"] for s in swaps})
         listed = ", ".join(f"{t:.2f}s" for t in times[:5]) + (" ..." if len(times) > 5 else "")
-        raise LayoutError(path, f"speaker view: tiles swap with the active speaker (at {listed}); "
-                          "record in gallery view", where)
+        raise LayoutError(path, f"speaker view: tiles swap with the active speaker (at {listed}; equal-sized "
+                          "tiles that swap may also be a reordered gallery); record in gallery view", where)
 
 
 def _span(video: SampledVideo, run: _Run, end_frame: int, swaps: list[dict], n_participants: int,
