@@ -215,6 +215,8 @@ def _sample_zoom_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gallery only: the window shrinks at this time")
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("--size", type=_frame_size, default=(640, 360), metavar="WxH", help="video frame size")
+    parser.add_argument("--still-mouths", action="store_true",
+                        help="mouths never move (who-is-who must then refuse: a test of the refusal)")
 
 
 def _sample_zoom(args: argparse.Namespace) -> int:
@@ -225,7 +227,8 @@ def _sample_zoom(args: argparse.Namespace) -> int:
     try:
         sample = make_zoom_folder(args.dest, seed=args.seed, duration_s=args.duration, view=args.view,
                                   offsets_s=dict(args.offset), drift_ppm=dict(args.drift), bleed_db=args.bleed_db,
-                                  layout_change_at_s=args.layout_change_at, fps=args.fps, frame_size=args.size)
+                                  layout_change_at_s=args.layout_change_at, fps=args.fps, frame_size=args.size,
+                                  still_mouths=args.still_mouths)
     except ValueError as exc:
         log.error("%s", exc)
         return 2
