@@ -33,7 +33,7 @@ from pipeline.common.settings import (
 from schemas.conventions import MAX_SEGMENT_S, MIN_SEGMENT_S, PAPER5_CHANNELS, STATIC_CHANNELS
 
 # Bump when the algorithm of a stage changes (outputs of older versions are then recomputed).
-CODE_VERSIONS = {"head": 2, "audio": 1, "session": 4, "dataset": 3, "ssl": 1}
+CODE_VERSIONS = {"head": 2, "audio": 1, "session": 4, "dataset": 3, "ssl": 1, "turns": 1}
 
 
 @dataclass(frozen=True)
@@ -94,10 +94,11 @@ class SessionConfig:
 
 @dataclass(frozen=True)
 class AutoTurnsConfig:
-    """Automatic turns from each participant's own track (pipeline.conversation.voice_activity).
+    """Automatic turns from each participant's own track (pipeline.conversation.voice_activity), for
+    sessions without a turns file.
 
-    Not part of BuildConfig yet: no build stage uses automatic turns so far, and adding a section
-    would move every pinned stage hash.
+    Its version (`stage_version("turns")`) enters only the input hash of such sessions, so sessions
+    with a human turns file keep their outputs when these settings change.
     """
 
     smooth_s: float = setting(0.05, "automatic turns: frame energies are averaged over this window (s) before "
@@ -197,6 +198,7 @@ class BuildConfig:
     session: SessionConfig = field(default_factory=SessionConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     ssl: SSLConfig = field(default_factory=SSLConfig)
+    turns: AutoTurnsConfig = field(default_factory=AutoTurnsConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -215,7 +217,8 @@ class BuildConfig:
     def stage_version(self, stage: str) -> str:
         """Hash of everything that changes `stage`'s output, including upstream stages."""
         upstream = {"head": ["head"], "audio": ["audio"], "session": ["head", "audio", "session"],
-                    "dataset": ["head", "audio", "session", "dataset"], "ssl": ["ssl"]}[stage]
+                    "dataset": ["head", "audio", "session", "dataset"], "ssl": ["ssl"],
+                    "turns": ["turns"]}[stage]
         payload = {s: [CODE_VERSIONS[s], self._settings(s)] for s in upstream}
         return stable_hash(payload, 10)
 
@@ -230,7 +233,8 @@ class BuildConfig:
         return settings
 
 
-BUILD_SECTIONS = {"head": HeadConfig, "session": SessionConfig, "dataset": DatasetConfig, "ssl": SSLConfig}
+BUILD_SECTIONS = {"head": HeadConfig, "session": SessionConfig, "dataset": DatasetConfig, "ssl": SSLConfig,
+                  "turns": AutoTurnsConfig}
 
 
 def build_config(values: Mapping[str, Any]) -> BuildConfig:
@@ -246,7 +250,8 @@ def build_config(values: Mapping[str, Any]) -> BuildConfig:
         head.update(face_model=str(path), face_model_sha256=_file_sha256(str(path), *_stamp(path)))
     return BuildConfig(head=HeadConfig(**head), session=SessionConfig(**field_values(SessionConfig, values)),
                        dataset=DatasetConfig(**field_values(DatasetConfig, values)),
-                       ssl=SSLConfig(**field_values(SSLConfig, values)))
+                       ssl=SSLConfig(**field_values(SSLConfig, values)),
+                       turns=AutoTurnsConfig(**field_values(AutoTurnsConfig, values)))
 
 
 def _stamp(path: Path) -> tuple[int, int]:

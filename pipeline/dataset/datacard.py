@@ -143,6 +143,30 @@ def skipped_section(skipped: list[dict[str, str]]) -> str:
             "| entry | why |\n|---|---|\n" + "\n".join(rows))
 
 
+def turns_section(summary: dict) -> str:
+    """Which sessions use human turns and which automatic ones (and where those are exported)."""
+    inputs = summary.get("inputs", {})
+    if not inputs:
+        return "No session."
+    exports: dict[str, list[str]] = {}
+    for name in summary.get("annotations", []):
+        exports.setdefault(Path(name).stem, []).append(f"`{name}`")
+    rows = ["| session | turns | automatic | exported for correction |", "|---|---|---|---|"]
+    for sid, info in sorted(inputs.items()):
+        auto = info["turns"] == "automatic"
+        source = "from each participant's own track" if auto else info["turns"]
+        rows.append(f"| {sid} | {source} | {'yes' if auto else 'no'} | {', '.join(sorted(exports.get(sid, []))) or '-'} |")
+    n_auto = sum(1 for info in inputs.values() if info["turns"] == "automatic")
+    text = (f"{n_auto} of {len(inputs)} session(s) use automatic turns: their folder holds no turns file, so "
+            "talk spans were derived from each participant's own audio track (voice activity with the other "
+            "person's bleed suppressed; README \"Automatic turns\") and the floor rules were applied on top.")
+    if n_auto:
+        text += (" Their turns are exported under `annotations/` (Praat TextGrid and ELAN .eaf, one tier per "
+                 "participant); a corrected file saved in the session folder as `turns.TextGrid` (or any turns "
+                 "file) takes precedence on the next build, which recomputes that session only.")
+    return text + "\n\n" + "\n".join(rows)
+
+
 CUT_RULE_TEXT = {"equal": "near-equal consecutive pieces covering the stretch",
                  "greedy": "consecutive 11 s pieces, the remainder kept when at least 6 s"}
 
@@ -208,7 +232,8 @@ def write_data_card(dataset_dir: str | Path, summary: dict) -> Path:
         stride_text=_stride_text(cfg["session"]["train_stride_s"], summary.get("overlap_extra_segments", 0)),
         max_invalid_pct=f"{100 * cfg['session']['max_invalid_frac']:g}",
         inputs_table="\n".join(inputs_rows), rejected_table=rejected_table,
-        config_json=json.dumps(cfg, indent=2), versions=_versions(), ssl_section=ssl_section(summary))
+        config_json=json.dumps(cfg, indent=2), versions=_versions(), ssl_section=ssl_section(summary),
+        turns_section=turns_section(summary))
     path = dataset_dir / "data_card.md"
     write_text_atomic(path, text)
     return path

@@ -17,6 +17,7 @@ from pipeline.common.errors import CorpusLayoutError, CorruptOutputError
 from pipeline.common.fsutil import sha256_file, stable_hash
 from pipeline.common.settings import SettingError
 from pipeline.config import BuildConfig, SSLConfig, dataset_conflicts
+from pipeline.conversation.turns_stage import AUTOMATIC
 from pipeline.corpus.layout import FileHashCache, SessionSpec, discover_sessions, read_session_cached
 from schemas.records import AudioJob, HeadJob, RecordingJob, RecordingKey, Rejection, SSLJob
 
@@ -33,6 +34,11 @@ class SessionPlan:
     session_hash: str
     head_keys: tuple[str, ...]
     audio_keys: tuple[str, ...]
+    turns_key: str = ""  # set when the session has no turns file: the key of its automatic turns
+
+    @property
+    def automatic_turns(self) -> bool:
+        return bool(self.turns_key)
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,7 @@ def plan_build(corpus: str | Path, out: str | Path, cfg: BuildConfig, *, rehash:
         except CorpusLayoutError as exc:
             plan.rejected.append(Rejection.from_error(exc, session_id, stage="layout"))
             continue
-        session, inputs = _plan_session(spec, hashes)
+        session, inputs = _plan_session(spec, hashes, cfg)
         plan.sessions.append(session)
         plan.inputs[session_id] = inputs
     plan.ssl_models = [_plan_ssl_model(name, cfg.ssl, hashes) for name in cfg.ssl.models]
@@ -86,7 +92,10 @@ def plan_build(corpus: str | Path, out: str | Path, cfg: BuildConfig, *, rehash:
     return plan
 
 
-def _plan_session(spec: SessionSpec, hashes: FileHashCache) -> tuple[SessionPlan, dict]:
+def _plan_session(spec: SessionSpec, hashes: FileHashCache, cfg: BuildConfig) -> tuple[SessionPlan, dict]:
+    """The session's task parameters and input hashes. A human turns file enters by its content; automatic
+    turns by their key (audio content and offsets) and the turns stage version, so the automatic-turns
+    settings change the hash of automatic sessions only."""
     head_keys, audio_keys, files = [], [], {}
     for p in spec.participants:
         video_sha, audio_sha = hashes.sha256(p.video), hashes.sha256(p.audio)
@@ -95,12 +104,18 @@ def _plan_session(spec: SessionSpec, hashes: FileHashCache) -> tuple[SessionPlan
         head_keys.append(str(RecordingKey(spec.session_id, p.participant_id, stable_hash([video_sha, p.crop], 16))))
         audio_keys.append(str(RecordingKey(spec.session_id, p.participant_id,
                                            stable_hash([audio_sha, p.audio_offset_s], 16))))
-    turns_sha = hashes.sha256(spec.turns_path)
+    turns_key = ""
+    if spec.turns_path is None:
+        turns_key = stable_hash([[p, f["audio_sha256"], spec.participant(p).audio_offset_s]
+                                 for p, f in sorted(files.items())], 16)
+        turns_sha, turns_name = f"{turns_key}-{cfg.stage_version('turns')}", AUTOMATIC
+    else:
+        turns_sha, turns_name = hashes.sha256(spec.turns_path), spec.turns_path.name
     layout_sha = sha256_file(spec.root / "participants.csv")
     session_hash = stable_hash([spec.session_id, layout_sha, turns_sha, head_keys, audio_keys], 12)
-    inputs = {"participants_csv_sha256": layout_sha, "turns": spec.turns_path.name, "turns_sha256": turns_sha,
+    inputs = {"participants_csv_sha256": layout_sha, "turns": turns_name, "turns_sha256": turns_sha,
               "media": files}
-    return SessionPlan(spec.session_id, session_hash, tuple(head_keys), tuple(audio_keys)), inputs
+    return SessionPlan(spec.session_id, session_hash, tuple(head_keys), tuple(audio_keys), turns_key), inputs
 
 
 def _plan_ssl_model(name: str, cfg: SSLConfig, hashes: FileHashCache) -> SSLModel:
@@ -164,6 +179,11 @@ class WorkLayout:
         folder = self.root / "ssl" / f"{model_tag}-{self.cfg.ssl.mode}" if stage == "ssl" else self.root / stage
         stem = f"{key.participant_id}-{key.input_hash}-{self.cfg.stage_version(stage)}"
         return folder / key.session_id / f"{stem}.json", folder / key.session_id / f"{stem}{DATA_SUFFIX[stage]}"
+
+    def turns(self, session: SessionPlan) -> tuple[Path, Path]:
+        """(record, turns CSV) of a session's automatic turns."""
+        stem = self.root / "turns" / session.session_id / f"{session.turns_key}-{self.cfg.stage_version('turns')}"
+        return stem.with_suffix(".json"), stem.with_suffix(".csv")
 
     def session(self, session: SessionPlan) -> Path:
         name = f"{session.session_id}-{session.session_hash}-{self.cfg.stage_version('session')}.json"
