@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import luigi
 import numpy as np
 import pandas as pd
 import pytest
@@ -99,6 +100,7 @@ def test_a_corrected_turns_file_takes_precedence_and_only_its_session_recomputes
     before = {p.name: p.stat().st_mtime_ns for p in sessions_dir.glob("*.json")}
     truth = _truth(corpus, AUTO)
     write_textgrid(truth, corpus / "sessions" / AUTO / "turns.TextGrid", 40.0, sorted(set(truth["participant_id"])))
+    luigi.task_register.Register.clear_instance_cache()  # a new run, as from the command line
     result = run_build(corpus=str(corpus), out=str(built))
     assert result.status.name == "SUCCESS", result.summary_text
     ran = families_run(result)
