@@ -33,7 +33,7 @@ from pipeline.common.settings import (
 from schemas.conventions import MAX_SEGMENT_S, MIN_SEGMENT_S, PAPER5_CHANNELS, STATIC_CHANNELS
 
 # Bump when the algorithm of a stage changes (outputs of older versions are then recomputed).
-CODE_VERSIONS = {"head": 2, "audio": 1, "session": 4, "dataset": 3, "ssl": 1, "turns": 1}
+CODE_VERSIONS = {"head": 2, "audio": 1, "session": 4, "dataset": 3, "ssl": 1, "turns": 1, "qa": 1}
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,28 @@ class AutoTurnsConfig:
 
 
 @dataclass(frozen=True)
+class AnnotationQAConfig:
+    """Checks of human turn files against each participant's own track (pipeline.conversation.annotation_qa).
+
+    Enters only the build id (which sessions a dataset holds), never a session's hash.
+    """
+
+    mode: str = setting("warn", "annotation QA of human turn files against each track's voice activity: off, "
+                                "warn (log and flag in the data card) or quarantine (reject sessions with gross "
+                                "disagreements)", option="annotation_qa", choices=("off", "warn", "quarantine"))
+    wrong_tier_share: float = setting(0.5, "annotation QA: a tier is given to the wrong person when more than this "
+                                           "share of its annotated talk lies on the other person's own speech "
+                                           "while its own track is quiet (0-1)",
+                                      option="qa_wrong_tier_share", check=fraction)
+    max_untranscribed_s: float = setting(5.0, "annotation QA: own speech detected on a track for longer than this "
+                                              "(s) without annotated talk of that person is a gross disagreement",
+                                         option="qa_max_untranscribed_s", check=greater_than(0))
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+@dataclass(frozen=True)
 class DatasetConfig:
     disjoint: str = setting("listener", "listener: each person is listener in one split only; person: each "
                                         "person appears in one split only, in any role",
@@ -199,6 +221,7 @@ class BuildConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     ssl: SSLConfig = field(default_factory=SSLConfig)
     turns: AutoTurnsConfig = field(default_factory=AutoTurnsConfig)
+    qa: AnnotationQAConfig = field(default_factory=AnnotationQAConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -218,7 +241,7 @@ class BuildConfig:
         """Hash of everything that changes `stage`'s output, including upstream stages."""
         upstream = {"head": ["head"], "audio": ["audio"], "session": ["head", "audio", "session"],
                     "dataset": ["head", "audio", "session", "dataset"], "ssl": ["ssl"],
-                    "turns": ["turns"]}[stage]
+                    "turns": ["turns"], "qa": ["turns", "qa"]}[stage]
         payload = {s: [CODE_VERSIONS[s], self._settings(s)] for s in upstream}
         return stable_hash(payload, 10)
 
@@ -234,7 +257,7 @@ class BuildConfig:
 
 
 BUILD_SECTIONS = {"head": HeadConfig, "session": SessionConfig, "dataset": DatasetConfig, "ssl": SSLConfig,
-                  "turns": AutoTurnsConfig}
+                  "turns": AutoTurnsConfig, "qa": AnnotationQAConfig}
 
 
 def build_config(values: Mapping[str, Any]) -> BuildConfig:
@@ -251,7 +274,8 @@ def build_config(values: Mapping[str, Any]) -> BuildConfig:
     return BuildConfig(head=HeadConfig(**head), session=SessionConfig(**field_values(SessionConfig, values)),
                        dataset=DatasetConfig(**field_values(DatasetConfig, values)),
                        ssl=SSLConfig(**field_values(SSLConfig, values)),
-                       turns=AutoTurnsConfig(**field_values(AutoTurnsConfig, values)))
+                       turns=AutoTurnsConfig(**field_values(AutoTurnsConfig, values)),
+                       qa=AnnotationQAConfig(**field_values(AnnotationQAConfig, values)))
 
 
 def _stamp(path: Path) -> tuple[int, int]:

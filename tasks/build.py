@@ -5,6 +5,8 @@
     AudioFeatures  one per participant audio        (batched likewise)
     SSLFeatures    one per (participant audio, SSL model)
     AutomaticTurns one per session without a turns file: talk spans from each participant's audio
+                   (also for sessions with one, as the reference of AnnotationQA)
+    AnnotationQA   one per session with a human turns file: its turns against each track's voice activity
     SessionSegments one per session: turns -> floor -> listener segments
     BuildSplits    the aggregate: splits, shards, normalisation, rejected.csv, data card
 
@@ -23,6 +25,7 @@ import luigi
 from pipeline.common.fsutil import output_lock, sweep_stale_temporaries
 from pipeline.common.runtime import uses_gpu
 from pipeline.config import (
+    AnnotationQAConfig,
     AutoTurnsConfig,
     BuildConfig,
     BuildOptions,
@@ -52,7 +55,8 @@ from .params import option_values, settings_mixin
 
 log = logging.getLogger(__name__)
 
-BUILD_CLASSES = (BuildOptions, HeadConfig, SessionConfig, DatasetConfig, SSLConfig, AutoTurnsConfig)
+BUILD_CLASSES = (BuildOptions, HeadConfig, SessionConfig, DatasetConfig, SSLConfig, AutoTurnsConfig,
+                 AnnotationQAConfig)
 BuildSettings = settings_mixin("BuildSettings", *BUILD_CLASSES)
 
 
@@ -151,6 +155,30 @@ class AutomaticTurns(_StageTask):
 
         record, table = self.layout.turns(SessionPlan(self.session_id, "", (), (), self.turns_key))
         derive_session_turns(read_session_cached(self.corpus, self.session_id), self.cfg.turns, table, record)
+
+
+class AnnotationQA(_StageTask):
+    """A human turns file checked against the voice activity of each participant's own track."""
+
+    session_id = luigi.Parameter()
+    qa_key = luigi.Parameter(description="automatic-turns key and turns-file hash of the session")
+
+    def plan(self) -> SessionPlan:
+        return SessionPlan(self.session_id, "", (), (), qa_key=self.qa_key)
+
+    def requires(self):
+        return AutomaticTurns(session_id=self.session_id, turns_key=self.plan().voice_key, corpus=self.corpus,
+                              out=self.out, config_id=self.config_id)
+
+    def output(self):
+        return luigi.LocalTarget(str(self.layout.qa(self.plan())))
+
+    def run(self):
+        from pipeline.conversation.annotation_qa import run_annotation_qa
+        from pipeline.conversation.turns_stage import AutoTurnsRecord
+
+        run_annotation_qa(read_session_cached(self.corpus, self.session_id), AutoTurnsRecord.read(self.input().path),
+                          self.cfg.qa, self.output().path)
 
 
 class SessionSegments(_StageTask):
@@ -257,6 +285,7 @@ class BuildSplits(BuildSettings, luigi.Task):
         yield [SessionSegments(**common, session_id=s.session_id, session_hash=s.session_hash,
                                head_keys=list(s.head_keys), audio_keys=list(s.audio_keys), turns_key=s.turns_key)
                for s in plan.sessions] + \
+            [AnnotationQA(**common, session_id=s.session_id, qa_key=s.qa_key) for s in plan.sessions if s.qa_key] + \
             [SSLFeatures(**common, key=k, model=m.model, model_dir=m.model_dir, model_tag=m.model_tag)
              for m in plan.ssl_models for s in plan.sessions for k in s.audio_keys]
         with output_lock(Path(self.out) / "dataset", "BuildSplits"):  # two runs never interleave their writes

@@ -116,8 +116,12 @@ def test_a_corrected_turns_file_takes_precedence_and_only_its_session_recomputes
     assert f"| {AUTO} | turns.TextGrid | no | - |" in card and "0 of 3 session(s)" in card
 
 
+def _script() -> dict:
+    return make_script(["A", "B"], 20.0, np.random.default_rng(3))
+
+
 def _speech_session(tmp_path: Path, silent: str | None) -> SessionSpec:
-    script = make_script(["A", "B"], 20.0, np.random.default_rng(3))
+    script = _script()
     entries = []
     for pid, f0 in (("A", 120.0), ("B", 200.0)):
         wave = make_speech_track(script, pid, 16000, f0, np.random.default_rng(4))
@@ -134,7 +138,7 @@ def test_a_silent_track_quarantines_the_session_naming_the_track(tmp_path):
     record = derive_session_turns(spec, AutoTurnsConfig(), tmp_path / "t.csv", tmp_path / "t.json")
     assert not record.ok and record.rejection.participant_id == "B" and record.rejection.stage == "turns"
     assert record.rejection.file.endswith("B.wav") and "B.wav of B gives no talk" in record.rejection.reason
-    assert not (tmp_path / "t.csv").exists()
+    assert set(read_turns(tmp_path / "t.csv")["participant_id"]) == {"A"}  # kept for annotation QA
     # the session step carries the rejection on to rejected.csv (through the session record)
     session = process_session(spec, [], [], SessionConfig(), tmp_path / "s.json",
                               AutoTurnsRecord.read(tmp_path / "t.json"))
@@ -148,3 +152,53 @@ def test_automatic_turns_record_reads_back(tmp_path):
     assert record.ok and set(record.talk_s) == {"A", "B"} and record.duration_s == pytest.approx(20.0, abs=0.5)
     assert AutoTurnsRecord.read(tmp_path / "t.json") == record
     assert set(read_turns(record.turns_table)["participant_id"]) == {"A", "B"}
+
+
+def test_annotation_qa_names_swapped_tiers_and_passes_correct_ones(tmp_path):
+    from pipeline.config import AnnotationQAConfig
+    from pipeline.conversation.annotation_qa import compare_turns
+    from pipeline.sample.dialogue import talk_intervals
+
+    spec = _speech_session(tmp_path, silent=None)
+    record = derive_session_turns(spec, AutoTurnsConfig(), tmp_path / "t.csv", tmp_path / "t.json")
+    detected = read_turns(record.turns_table)
+    truth = pd.DataFrame(talk_intervals(_script(), "turn"), columns=["participant_id", "start_s", "end_s", "label"])
+    good = compare_turns(truth, detected, ["A", "B"], record.duration_s, AnnotationQAConfig())
+    assert good["problems"] == []
+    for f in good["participants"].values():  # the automatic turns reach F1 >= 0.9, so both shares >= 0.9 / 1.1
+        assert f["detected_annotated"] >= 0.81 and f["annotated_detected"] >= 0.81 and f["on_other_speech"] < 0.2
+    swapped = truth.assign(participant_id=truth["participant_id"].map({"A": "B", "B": "A"}))
+    bad = compare_turns(swapped, detected, ["A", "B"], record.duration_s, AnnotationQAConfig())
+    tiers = {p["participant_id"] for p in bad["problems"] if "wrong person" in p["reason"]}
+    assert tiers == {"A", "B"}, bad["problems"]
+    for p in bad["problems"]:
+        assert p["where"].startswith(f"tier {p['participant_id']}, t=")
+        t0, t1 = (float(x) for x in p["where"].split("t=")[1].removesuffix(" s").split("-"))
+        assert 0 <= t0 < t1 <= record.duration_s
+    assert all(f["on_other_speech"] > 0.5 for f in bad["participants"].values())
+
+
+def test_annotation_qa_under_quarantine_rejects_a_swapped_session(built, corpus):
+    """Runs after the precedence test: s01 now has a human TextGrid; its tiers are swapped here."""
+    qa_dir = built / "work" / "qa"
+    for record in qa_dir.rglob("*.json"):  # the human sessions of the earlier builds passed QA (warn)
+        qa = json.loads(record.read_text())
+        assert qa["status"] == "ok" and qa["problems"] == [], qa
+        for f in qa["participants"].values():
+            assert f["detected_annotated"] >= 0.81 and f["annotated_detected"] >= 0.81, (record, f)
+    truth = _truth(corpus, AUTO)
+    pids = sorted(set(truth["participant_id"]))
+    swapped = truth.assign(participant_id=truth["participant_id"].map(dict(zip(pids, pids[::-1], strict=True))))
+    write_textgrid(swapped, corpus / "sessions" / AUTO / "turns.TextGrid", 40.0, pids)
+    luigi.task_register.Register.clear_instance_cache()
+    result = run_build(corpus=str(corpus), out=str(built), annotation_qa="quarantine", overwrite=True)
+    assert result.status.name == "SUCCESS", result.summary_text
+    rejected = pd.read_csv(built / "dataset" / "rejected.csv")
+    assert list(rejected["session_id"]) == [AUTO] and rejected["stage"][0] == "annotation_qa", rejected
+    assert rejected["participant_id"][0] in pids and rejected["where"][0].startswith(f"tier {rejected['participant_id'][0]}, t=")
+    assert "wrong person" in rejected["reason"][0] and rejected["file"][0].endswith("turns.TextGrid")
+    seg = pd.read_parquet(built / "dataset" / "segments.parquet")
+    assert set(seg["session_id"]) == {"s02", "s03"}
+    card = (built / "dataset" / "data_card.md").read_text()
+    assert "1 of 3 session(s) with gross disagreements (quarantined" in card
+    assert (built / "dataset" / "annotation_qa.png").stat().st_size > 5000

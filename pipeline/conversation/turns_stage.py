@@ -46,20 +46,19 @@ class AutoTurnsRecord:
         return self.status == "ok"
 
     def to_dict(self) -> dict:
+        found = {"turns_table": self.turns_table, "duration_s": self.duration_s, "talk_s": self.talk_s}
         if self.rejection is not None:
-            return {"session_id": self.session_id, **self.rejection.to_record()}
-        return {"session_id": self.session_id, "status": self.status, "turns_table": self.turns_table,
-                "duration_s": self.duration_s, "talk_s": self.talk_s}
+            return {"session_id": self.session_id, **self.rejection.to_record(), **found}
+        return {"session_id": self.session_id, "status": self.status, **found}
 
     @classmethod
     def read(cls, path: str | Path) -> AutoTurnsRecord:
         import json
 
         data = json.loads(Path(path).read_text())
-        if data["status"] == "rejected":
-            return cls(data["session_id"], "rejected", rejection=Rejection.from_dict(data))
-        return cls(data["session_id"], "ok", data["turns_table"], float(data["duration_s"]),
-                   {str(k): float(v) for k, v in data["talk_s"].items()})
+        rejection = Rejection.from_dict(data) if data["status"] == "rejected" else None
+        return cls(data["session_id"], data["status"], data.get("turns_table", ""), float(data.get("duration_s", 0)),
+                   {str(k): float(v) for k, v in data.get("talk_s", {}).items()}, rejection)
 
 
 def turns_csv_text(turns: pd.DataFrame) -> str:
@@ -75,48 +74,39 @@ def derive_session_turns(spec: SessionSpec, cfg: AutoTurnsConfig, out_table: str
     """Talk spans of every participant from their own track (with its `audio_offset_s`), written as
     `out_table` (turns CSV) and `out_record` (JSON).
 
-    A track that decodes to no talk at all quarantines the session naming that track: a muted or
-    wrong file would otherwise leave the other person holding the floor throughout.
+    A track that gives no talk at all rejects the automatic turns naming that track (a muted or wrong
+    file would otherwise leave the other person holding the floor throughout); the spans found are
+    still written, for annotation QA of a human turns file.
     """
     out_table = Path(out_table)
     try:
         waves = decode_tracks({p.participant_id: p.audio for p in spec.participants},
                               {p.participant_id: p.audio_offset_s for p in spec.participants})
-        turns = spans_table(talk_spans(waves, cfg, sample_rate=SAMPLE_RATE))
-        talk = (turns["end_s"] - turns["start_s"]).groupby(turns["participant_id"]).sum()
-        for entry in spec.participants:
-            if entry.participant_id not in talk.index:
-                raise _SilentTrack(entry.participant_id, MediaError(
-                    entry.audio, f"automatic turns: the track {entry.audio.name} of {entry.participant_id} gives "
-                                 f"no talk (no speech-band activity above its noise floor that is not the other "
-                                 f"person's bleed); check the file, or add a turns file (turns.csv, turns.eaf or "
-                                 f"turns.TextGrid) to the session folder"))
-    except _SilentTrack as silent:
-        return _write_rejection(spec, silent.error, silent.participant_id, out_record)
     except InputError as exc:  # a track ffmpeg cannot decode
         pid = next((p.participant_id for p in spec.participants if p.audio == Path(exc.path)), "")
-        return _write_rejection(spec, exc, pid, out_record)
-    write_text_atomic(out_table, turns_csv_text(turns))
-    duration = max(len(w) for w in waves.values()) / SAMPLE_RATE
-    record = AutoTurnsRecord(spec.session_id, "ok", str(out_table), round(duration, 3),
-                             {str(k): round(float(v), 3) for k, v in talk.items()})
-    write_json_atomic(out_record, record.to_dict())
+        return _write(spec, AutoTurnsRecord(spec.session_id, "rejected", rejection=Rejection.from_error(
+            exc, spec.session_id, pid, stage="turns")), out_record)
+    turns = spans_table(talk_spans(waves, cfg, sample_rate=SAMPLE_RATE))
+    talk = (turns["end_s"] - turns["start_s"]).groupby(turns["participant_id"]).sum()
+    write_text_atomic(out_table, turns_csv_text(turns))  # kept when rejected too: annotation QA reads it
+    found = dict(turns_table=str(out_table), duration_s=round(max(len(w) for w in waves.values()) / SAMPLE_RATE, 3),
+                 talk_s={str(k): round(float(v), 3) for k, v in talk.items()})
+    for entry in spec.participants:
+        if entry.participant_id not in talk.index:
+            error = MediaError(entry.audio, f"automatic turns: the track {entry.audio.name} of {entry.participant_id} "
+                                            f"gives no talk (no speech-band activity above its noise floor that is "
+                                            f"not the other person's bleed); check the file, or add a turns file "
+                                            f"(turns.csv, turns.eaf or turns.TextGrid) to the session folder")
+            return _write(spec, AutoTurnsRecord(spec.session_id, "rejected", **found, rejection=Rejection.from_error(
+                error, spec.session_id, entry.participant_id, stage="turns")), out_record)
     log.info("session %s: automatic turns, %d span(s), talk %s", spec.session_id, len(turns),
-             ", ".join(f"{k} {v:.1f} s" for k, v in record.talk_s.items()))
-    return record
+             ", ".join(f"{k} {v:.1f} s" for k, v in found["talk_s"].items()))
+    return _write(spec, AutoTurnsRecord(spec.session_id, "ok", **found), out_record)
 
 
-class _SilentTrack(Exception):
-    def __init__(self, participant_id: str, error: MediaError):
-        super().__init__(error.message)
-        self.participant_id, self.error = participant_id, error
-
-
-def _write_rejection(spec: SessionSpec, exc: InputError, participant_id: str, out_record: str | Path
-                     ) -> AutoTurnsRecord:
-    rejection = Rejection.from_error(exc, spec.session_id, participant_id, stage="turns")
-    log.warning("quarantined session %s (automatic turns): %s", spec.session_id, exc)
-    record = AutoTurnsRecord(spec.session_id, "rejected", rejection=rejection)
+def _write(spec: SessionSpec, record: AutoTurnsRecord, out_record: str | Path) -> AutoTurnsRecord:
+    if record.rejection is not None:
+        log.warning("automatic turns of session %s: %s", spec.session_id, record.rejection.reason)
     write_json_atomic(out_record, record.to_dict())
     return record
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -312,6 +312,10 @@ def assemble_build(plan: BuildPlan, cfg: BuildConfig, *, out: str | Path, corpus
 
     layout = WorkLayout.of(out, cfg)
     records, rejected = collect_sessions(plan, layout)
+    qa, qa_rejected = collect_annotation_qa(plan, layout, cfg.qa.mode)
+    rejected += qa_rejected
+    records = [r if r.session_id not in {q.session_id for q in qa_rejected} else
+               replace(r, status="rejected", stats={}) for r in records]
     ssl_sets, ssl_rejected = collect_ssl_sets(plan, layout)
     rejected += ssl_rejected
     dataset_dir = Path(out) / "dataset"
@@ -325,7 +329,7 @@ def assemble_build(plan: BuildPlan, cfg: BuildConfig, *, out: str | Path, corpus
                               Path(r.talk_table) if r.talk_table else None, r.stats) for r in records if r.ok]
     summary = build_dataset(sessions, dataset_dir, cfg, build_id=build_id, redraw=redraw, ssl_sets=ssl_sets,
                             strict=strict, extra_files=annotations)
-    summary.update(annotations=annotations, corpus=str(Path(corpus).resolve()), config=cfg.to_dict(), inputs=plan.inputs,
+    summary.update(annotations=annotations, annotation_qa=qa, corpus=str(Path(corpus).resolve()), config=cfg.to_dict(), inputs=plan.inputs,
                    skipped_entries=skipped_entries(corpus),
                    sessions={r.session_id: r.stats for r in records}, rejected=[r.to_dict() for r in rejected])
     write_data_card(dataset_dir, summary)
@@ -339,6 +343,26 @@ def assemble_build(plan: BuildPlan, cfg: BuildConfig, *, out: str | Path, corpus
 
 
 ANNOTATIONS_DIR = "annotations"
+
+
+def collect_annotation_qa(plan: BuildPlan, layout: WorkLayout, mode: str) -> tuple[dict[str, dict], list[Rejection]]:
+    """Annotation-QA records of the sessions with human turns, and (under `quarantine`) the rejections of
+    those with gross disagreements; under `warn` each disagreement is logged."""
+    from pipeline.conversation.annotation_qa import qa_rejection, read_qa
+
+    found, rejected = {}, []
+    for session in plan.sessions:
+        if not session.qa_key:
+            continue
+        qa = found[session.session_id] = read_qa(layout.qa(session))
+        rejection = qa_rejection(qa, mode)
+        if rejection is not None:
+            rejected.append(rejection)
+            log.warning("quarantined session %s (annotation QA): %s", session.session_id, rejection.reason)
+        for problem in qa.get("problems", []) if rejection is None else []:
+            log.warning("annotation QA of session %s (%s): %s", session.session_id, qa["turns_file"],
+                        problem["reason"])
+    return found, rejected
 
 
 def export_automatic_turns(plan: BuildPlan, layout: WorkLayout, dataset_dir: Path) -> list[str]:

@@ -35,10 +35,16 @@ class SessionPlan:
     head_keys: tuple[str, ...]
     audio_keys: tuple[str, ...]
     turns_key: str = ""  # set when the session has no turns file: the key of its automatic turns
+    qa_key: str = ""  # human turns under annotation QA: "<automatic turns key>-<turns file sha256[:16]>"
 
     @property
     def automatic_turns(self) -> bool:
         return bool(self.turns_key)
+
+    @property
+    def voice_key(self) -> str:
+        """The key of the session's automatic turns (its audio), whether used as turns or for QA."""
+        return self.turns_key or self.qa_key.split("-")[0]
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,8 @@ class BuildPlan:
     def build_id(self, cfg: BuildConfig, *, redraw: bool, strict: bool) -> str:
         """Hash of the dataset's inputs and settings: the name of the build's completion marker."""
         ssl = [[m.model_tag, cfg.ssl.mode, cfg.stage_version("ssl")] for m in self.ssl_models]
-        return stable_hash([self.fingerprint, cfg.stage_version("dataset"), redraw, strict, ssl], 12)
+        qa = [cfg.qa.mode, cfg.stage_version("qa")] if cfg.qa.mode != "off" else []  # QA flags or rejects sessions
+        return stable_hash([self.fingerprint, cfg.stage_version("dataset"), redraw, strict, ssl, qa], 12)
 
 
 def plan_build(corpus: str | Path, out: str | Path, cfg: BuildConfig, *, rehash: bool = False) -> BuildPlan:
@@ -104,18 +111,20 @@ def _plan_session(spec: SessionSpec, hashes: FileHashCache, cfg: BuildConfig) ->
         head_keys.append(str(RecordingKey(spec.session_id, p.participant_id, stable_hash([video_sha, p.crop], 16))))
         audio_keys.append(str(RecordingKey(spec.session_id, p.participant_id,
                                            stable_hash([audio_sha, p.audio_offset_s], 16))))
-    turns_key = ""
+    voice_key = stable_hash([[p, f["audio_sha256"], spec.participant(p).audio_offset_s]
+                             for p, f in sorted(files.items())], 16)
+    turns_key = qa_key = ""
     if spec.turns_path is None:
-        turns_key = stable_hash([[p, f["audio_sha256"], spec.participant(p).audio_offset_s]
-                                 for p, f in sorted(files.items())], 16)
+        turns_key = voice_key
         turns_sha, turns_name = f"{turns_key}-{cfg.stage_version('turns')}", AUTOMATIC
     else:
         turns_sha, turns_name = hashes.sha256(spec.turns_path), spec.turns_path.name
+        qa_key = f"{voice_key}-{turns_sha[:16]}" if cfg.qa.mode != "off" else ""
     layout_sha = sha256_file(spec.root / "participants.csv")
     session_hash = stable_hash([spec.session_id, layout_sha, turns_sha, head_keys, audio_keys], 12)
     inputs = {"participants_csv_sha256": layout_sha, "turns": turns_name, "turns_sha256": turns_sha,
               "media": files}
-    return SessionPlan(spec.session_id, session_hash, tuple(head_keys), tuple(audio_keys), turns_key), inputs
+    return SessionPlan(spec.session_id, session_hash, tuple(head_keys), tuple(audio_keys), turns_key, qa_key), inputs
 
 
 def _plan_ssl_model(name: str, cfg: SSLConfig, hashes: FileHashCache) -> SSLModel:
@@ -182,8 +191,12 @@ class WorkLayout:
 
     def turns(self, session: SessionPlan) -> tuple[Path, Path]:
         """(record, turns CSV) of a session's automatic turns."""
-        stem = self.root / "turns" / session.session_id / f"{session.turns_key}-{self.cfg.stage_version('turns')}"
+        stem = self.root / "turns" / session.session_id / f"{session.voice_key}-{self.cfg.stage_version('turns')}"
         return stem.with_suffix(".json"), stem.with_suffix(".csv")
+
+    def qa(self, session: SessionPlan) -> Path:
+        """The annotation-QA record of a session with a human turns file."""
+        return self.root / "qa" / session.session_id / f"{session.qa_key}-{self.cfg.stage_version('qa')}.json"
 
     def session(self, session: SessionPlan) -> Path:
         name = f"{session.session_id}-{session.session_hash}-{self.cfg.stage_version('session')}.json"
