@@ -250,6 +250,8 @@ class BuildConfig:
         if stage == "head" and settings["smoothing"] == "none":  # parameters of an unused filter change nothing
             settings.pop("smoothing_min_cutoff_hz")
             settings.pop("smoothing_beta")
+        if stage == "qa":  # warn or quarantine acts on the same QA record (the build id carries the mode)
+            settings.pop("mode")
         if stage == "ssl":  # which models is part of each output's key, not of the stage version;
             settings.pop("models")  # the device does not change the definition of the features
             settings.pop("device")
