@@ -157,9 +157,9 @@ def turns_section(summary: dict) -> str:
         source = "from each participant's own track" if auto else info["turns"]
         rows.append(f"| {sid} | {source} | {'yes' if auto else 'no'} | {', '.join(sorted(exports.get(sid, []))) or '-'} |")
     n_auto = sum(1 for info in inputs.values() if info["turns"] == "automatic")
-    text = (f"{n_auto} of {len(inputs)} session(s) use automatic turns: their folder holds no turns file, so "
-            "talk spans were derived from each participant's own audio track (voice activity with the other "
-            "person's bleed suppressed; README \"Automatic turns\") and the floor rules were applied on top.")
+    text = (f"{n_auto} of {len(inputs)} session(s) use automatic turns (a session folder without a turns file "
+            "gets its talk spans from each participant's own audio track: voice activity with the other person's "
+            "bleed suppressed, README \"Automatic turns\"; the floor rules apply on top as for human turns).")
     if n_auto:
         text += (" Their turns are exported under `annotations/` (Praat TextGrid and ELAN .eaf, one tier per "
                  "participant); a corrected file saved in the session folder as `turns.TextGrid` (or any turns "
@@ -199,8 +199,8 @@ def qa_section(dataset_dir: Path, summary: dict) -> str:
             rows.append(f"| {sid} | {pid} | {f['annotated_s']:g} | {f['detected_s']:g} | "
                         f"{_pct(f['detected_annotated'])} | {_pct(f['annotated_detected'])} | "
                         f"{_ms(f['onset_ms'])} / {_ms(f['offset_ms'])} | {f['on_other_speech_s']:g} s "
-                        f"({_pct(f['on_other_speech'])}; longest {o0:g}-{o1:g} s) | {f['untranscribed_max_s']:g} s "
-                        f"({u0:g}-{u1:g} s) | {flag} |")
+                        f"({_pct(f['on_other_speech'])}{f'; longest {o0:g}-{o1:g} s' if o1 > o0 else ''}) | "
+                        f"{f['untranscribed_max_s']:g} s{f' ({u0:g}-{u1:g} s)' if u1 > u0 else ''} | {flag} |")
     _qa_plot(dataset_dir, records)
     return (f"Human turn files checked against the voice activity of each participant's own track (`--annotation-qa "
             f"{mode}`): {flagged} of {len(records)} session(s) with gross disagreements"
