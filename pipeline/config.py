@@ -33,7 +33,7 @@ from pipeline.common.settings import (
 from schemas.conventions import MAX_SEGMENT_S, MIN_SEGMENT_S, PAPER5_CHANNELS, STATIC_CHANNELS
 
 # Bump when the algorithm of a stage changes (outputs of older versions are then recomputed).
-CODE_VERSIONS = {"head": 2, "audio": 1, "session": 4, "dataset": 3, "ssl": 1}
+CODE_VERSIONS = {"head": 2, "audio": 1, "session": 4, "dataset": 3, "ssl": 1, "turns": 1, "qa": 1}
 
 
 @dataclass(frozen=True)
@@ -94,10 +94,11 @@ class SessionConfig:
 
 @dataclass(frozen=True)
 class AutoTurnsConfig:
-    """Automatic turns from each participant's own track (pipeline.conversation.voice_activity).
+    """Automatic turns from each participant's own track (pipeline.conversation.voice_activity), for
+    sessions without a turns file.
 
-    Not part of BuildConfig yet: no build stage uses automatic turns so far, and adding a section
-    would move every pinned stage hash.
+    Its version (`stage_version("turns")`) enters only the input hash of such sessions, so sessions
+    with a human turns file keep their outputs when these settings change.
     """
 
     smooth_s: float = setting(0.05, "automatic turns: frame energies are averaged over this window (s) before "
@@ -126,6 +127,28 @@ class AutoTurnsConfig:
                                 "(for annotators who mark loosely; it shortens pauses and lengthens "
                                 "backchannels as the floor rules see them)",
                            option="vad_pad_s", check=at_least(0))
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+@dataclass(frozen=True)
+class AnnotationQAConfig:
+    """Checks of human turn files against each participant's own track (pipeline.conversation.annotation_qa).
+
+    Enters only the build id (which sessions a dataset holds), never a session's hash.
+    """
+
+    mode: str = setting("warn", "annotation QA of human turn files against each track's voice activity: off, "
+                                "warn (log and flag in the data card) or quarantine (reject sessions with gross "
+                                "disagreements)", option="annotation_qa", choices=("off", "warn", "quarantine"))
+    wrong_tier_share: float = setting(0.5, "annotation QA: a tier is given to the wrong person when more than this "
+                                           "share of its annotated talk lies on the other person's own speech "
+                                           "while its own track is quiet (0-1)",
+                                      option="qa_wrong_tier_share", check=fraction)
+    max_untranscribed_s: float = setting(5.0, "annotation QA: own speech detected on a track for longer than this "
+                                              "(s) without annotated talk of that person is a gross disagreement",
+                                         option="qa_max_untranscribed_s", check=greater_than(0))
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -197,6 +220,8 @@ class BuildConfig:
     session: SessionConfig = field(default_factory=SessionConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     ssl: SSLConfig = field(default_factory=SSLConfig)
+    turns: AutoTurnsConfig = field(default_factory=AutoTurnsConfig)
+    qa: AnnotationQAConfig = field(default_factory=AnnotationQAConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -215,7 +240,8 @@ class BuildConfig:
     def stage_version(self, stage: str) -> str:
         """Hash of everything that changes `stage`'s output, including upstream stages."""
         upstream = {"head": ["head"], "audio": ["audio"], "session": ["head", "audio", "session"],
-                    "dataset": ["head", "audio", "session", "dataset"], "ssl": ["ssl"]}[stage]
+                    "dataset": ["head", "audio", "session", "dataset"], "ssl": ["ssl"],
+                    "turns": ["turns"], "qa": ["turns", "qa"]}[stage]
         payload = {s: [CODE_VERSIONS[s], self._settings(s)] for s in upstream}
         return stable_hash(payload, 10)
 
@@ -224,13 +250,16 @@ class BuildConfig:
         if stage == "head" and settings["smoothing"] == "none":  # parameters of an unused filter change nothing
             settings.pop("smoothing_min_cutoff_hz")
             settings.pop("smoothing_beta")
+        if stage == "qa":  # warn or quarantine acts on the same QA record (the build id carries the mode)
+            settings.pop("mode")
         if stage == "ssl":  # which models is part of each output's key, not of the stage version;
             settings.pop("models")  # the device does not change the definition of the features
             settings.pop("device")
         return settings
 
 
-BUILD_SECTIONS = {"head": HeadConfig, "session": SessionConfig, "dataset": DatasetConfig, "ssl": SSLConfig}
+BUILD_SECTIONS = {"head": HeadConfig, "session": SessionConfig, "dataset": DatasetConfig, "ssl": SSLConfig,
+                  "turns": AutoTurnsConfig, "qa": AnnotationQAConfig}
 
 
 def build_config(values: Mapping[str, Any]) -> BuildConfig:
@@ -246,7 +275,9 @@ def build_config(values: Mapping[str, Any]) -> BuildConfig:
         head.update(face_model=str(path), face_model_sha256=_file_sha256(str(path), *_stamp(path)))
     return BuildConfig(head=HeadConfig(**head), session=SessionConfig(**field_values(SessionConfig, values)),
                        dataset=DatasetConfig(**field_values(DatasetConfig, values)),
-                       ssl=SSLConfig(**field_values(SSLConfig, values)))
+                       ssl=SSLConfig(**field_values(SSLConfig, values)),
+                       turns=AutoTurnsConfig(**field_values(AutoTurnsConfig, values)),
+                       qa=AnnotationQAConfig(**field_values(AnnotationQAConfig, values)))
 
 
 def _stamp(path: Path) -> tuple[int, int]:

@@ -2,7 +2,7 @@
 
     <corpus>/sessions/<session_id>/
         participants.csv                      PARTICIPANTS_* columns below
-        turns.csv | turns.eaf | turns.TextGrid   exactly one (TURN_FILES)
+        turns.csv | turns.eaf | turns.TextGrid   at most one (TURN_FILES); none = automatic turns
         <media files>                         paths in participants.csv are relative to the session
 
 participants.csv

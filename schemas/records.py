@@ -33,7 +33,7 @@ class Rejection:
 
     session_id: str
     participant_id: str
-    stage: str  # layout | head | audio | ssl | session | turns | segments (the session gave no segment)
+    stage: str  # layout | head | audio | ssl | session | turns | annotation_qa | segments (the session gave no segment)
     kind: str  # the InputError kind: layout, annotation, media, no_face, ...
     file: str
     where: str

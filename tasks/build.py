@@ -4,6 +4,9 @@
     HeadFeatures   one per participant video/tile   (batched: a batch fans out over Dask)
     AudioFeatures  one per participant audio        (batched likewise)
     SSLFeatures    one per (participant audio, SSL model)
+    AutomaticTurns one per session without a turns file: talk spans from each participant's audio
+                   (also for sessions with one, as the reference of AnnotationQA)
+    AnnotationQA   one per session with a human turns file: its turns against each track's voice activity
     SessionSegments one per session: turns -> floor -> listener segments
     BuildSplits    the aggregate: splits, shards, normalisation, rejected.csv, data card
 
@@ -22,6 +25,8 @@ import luigi
 from pipeline.common.fsutil import output_lock, sweep_stale_temporaries
 from pipeline.common.runtime import uses_gpu
 from pipeline.config import (
+    AnnotationQAConfig,
+    AutoTurnsConfig,
     BuildConfig,
     BuildOptions,
     DatasetConfig,
@@ -50,7 +55,8 @@ from .params import option_values, settings_mixin
 
 log = logging.getLogger(__name__)
 
-BUILD_CLASSES = (BuildOptions, HeadConfig, SessionConfig, DatasetConfig, SSLConfig)
+BUILD_CLASSES = (BuildOptions, HeadConfig, SessionConfig, DatasetConfig, SSLConfig, AutoTurnsConfig,
+                 AnnotationQAConfig)
 BuildSettings = settings_mixin("BuildSettings", *BUILD_CLASSES)
 
 
@@ -135,28 +141,75 @@ class SSLFeatures(_RecordingTask):
         return uses_gpu(self.cfg.ssl.device)
 
 
+class AutomaticTurns(_StageTask):
+    """Turns of a session without a turns file, from each participant's own audio (cached by `turns_key`)."""
+
+    session_id = luigi.Parameter()
+    turns_key = luigi.Parameter(description="hash of the session's audio contents and offsets")
+
+    def output(self):
+        return luigi.LocalTarget(str(self.layout.turns(SessionPlan(self.session_id, "", (), (), self.turns_key))[0]))
+
+    def run(self):
+        from pipeline.conversation.turns_stage import derive_session_turns
+
+        record, table = self.layout.turns(SessionPlan(self.session_id, "", (), (), self.turns_key))
+        derive_session_turns(read_session_cached(self.corpus, self.session_id), self.cfg.turns, table, record)
+
+
+class AnnotationQA(_StageTask):
+    """A human turns file checked against the voice activity of each participant's own track."""
+
+    session_id = luigi.Parameter()
+    qa_key = luigi.Parameter(description="automatic-turns key and turns-file hash of the session")
+
+    def plan(self) -> SessionPlan:
+        return SessionPlan(self.session_id, "", (), (), qa_key=self.qa_key)
+
+    def requires(self):
+        return AutomaticTurns(session_id=self.session_id, turns_key=self.plan().voice_key, corpus=self.corpus,
+                              out=self.out, config_id=self.config_id)
+
+    def output(self):
+        return luigi.LocalTarget(str(self.layout.qa(self.plan())))
+
+    def run(self):
+        from pipeline.conversation.annotation_qa import run_annotation_qa
+        from pipeline.conversation.turns_stage import AutoTurnsRecord
+
+        run_annotation_qa(read_session_cached(self.corpus, self.session_id), AutoTurnsRecord.read(self.input().path),
+                          self.cfg.qa, self.output().path)
+
+
 class SessionSegments(_StageTask):
     session_id = luigi.Parameter()
     session_hash = luigi.Parameter()
     head_keys = luigi.ListParameter()
     audio_keys = luigi.ListParameter()
+    turns_key = luigi.Parameter(default="", description="automatic turns of a session without a turns file")
 
     def requires(self):
         common = {"corpus": self.corpus, "out": self.out, "config_id": self.config_id}
-        return {"head": [HeadFeatures(key=k, **common) for k in self.head_keys],
-                "audio": [AudioFeatures(key=k, **common) for k in self.audio_keys]}
+        needs = {"head": [HeadFeatures(key=k, **common) for k in self.head_keys],
+                 "audio": [AudioFeatures(key=k, **common) for k in self.audio_keys]}
+        if self.turns_key:
+            needs["turns"] = AutomaticTurns(session_id=self.session_id, turns_key=self.turns_key, **common)
+        return needs
 
     def output(self):
-        plan = SessionPlan(self.session_id, self.session_hash, tuple(self.head_keys), tuple(self.audio_keys))
+        plan = SessionPlan(self.session_id, self.session_hash, tuple(self.head_keys), tuple(self.audio_keys),
+                           self.turns_key)
         return luigi.LocalTarget(str(self.layout.session(plan)))
 
     def run(self):
         from pipeline.conversation.session import process_session
+        from pipeline.conversation.turns_stage import AutoTurnsRecord
 
         records = {stage: [RecordingRecord.read(t.path) for group in self.input()[stage] for t in group]
                    for stage in ("head", "audio")}
+        auto = AutoTurnsRecord.read(self.input()["turns"].path) if self.turns_key else None
         process_session(read_session_cached(self.corpus, self.session_id), records["head"], records["audio"],
-                        self.cfg.session, self.output().path)
+                        self.cfg.session, self.output().path, auto)
 
 
 class MakeSampleCorpus(luigi.Task):
@@ -230,7 +283,9 @@ class BuildSplits(BuildSettings, luigi.Task):
         common = {"corpus": self.corpus_dir, "out": self.out, "config_id": save_config(self.out, cfg)}
         # dynamic dependencies: the plan needs the corpus to exist
         yield [SessionSegments(**common, session_id=s.session_id, session_hash=s.session_hash,
-                               head_keys=list(s.head_keys), audio_keys=list(s.audio_keys)) for s in plan.sessions] + \
+                               head_keys=list(s.head_keys), audio_keys=list(s.audio_keys), turns_key=s.turns_key)
+               for s in plan.sessions] + \
+            [AnnotationQA(**common, session_id=s.session_id, qa_key=s.qa_key) for s in plan.sessions if s.qa_key] + \
             [SSLFeatures(**common, key=k, model=m.model, model_dir=m.model_dir, model_tag=m.model_tag)
              for m in plan.ssl_models for s in plan.sessions for k in s.audio_keys]
         with output_lock(Path(self.out) / "dataset", "BuildSplits"):  # two runs never interleave their writes

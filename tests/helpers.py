@@ -12,6 +12,8 @@ from tasks.dask_runner import close_client
 
 
 def run_luigi(task: luigi.Task) -> luigi.execution_summary.LuigiRunResult:
+    # every task family in the summary (Luigi lists 5 by default): `families_run` reads it
+    luigi.configuration.get_config().set("execution_summary", "summary_length", "0")
     result = luigi.build([task], local_scheduler=True, detailed_summary=True, log_level="WARNING")
     close_client()
     return result

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
+import numpy as np
 import pandas as pd
 
 from pipeline.common.fsutil import write_text_atomic
@@ -38,11 +39,17 @@ def automatic_turns(tracks: Mapping[str, str | Path], cfg: AutoTurnsConfig | Non
     if len(tracks) < 2:
         log.warning("automatic turns from %d track(s): the other person's bleed cannot be suppressed",
                     len(tracks))
+    return spans_table(talk_spans(decode_tracks(tracks, offsets_s), cfg, sample_rate=SAMPLE_RATE))
+
+
+def decode_tracks(tracks: Mapping[str, str | Path], offsets_s: Mapping[str, float] | None = None
+                  ) -> dict[str, np.ndarray]:
+    """Every track decoded to mono `SAMPLE_RATE` on the session timeline (`decode_audio`'s offset rule)."""
     offsets_s = offsets_s or {}
     waves = {}
     for pid in progress(sorted(tracks), desc="decode tracks", unit="track"):
         waves[pid] = decode_audio(tracks[pid], sample_rate=SAMPLE_RATE, offset_s=float(offsets_s.get(pid, 0.0)))
-    return spans_table(talk_spans(waves, cfg, sample_rate=SAMPLE_RATE))
+    return waves
 
 
 def spans_table(spans: Mapping[str, list[tuple[float, float]]]) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from pipeline.config import SessionConfig
 from pipeline.conversation.annotations import read_turns
 from pipeline.conversation.floor import classify_bids, derive_floor, find_backchannels, talk_table
 from pipeline.conversation.segments import cut_listener_segments, drop_invalid_segments, listener_stretches
+from pipeline.conversation.turns_stage import AutoTurnsRecord
 from pipeline.corpus.layout import ParticipantEntry, SessionSpec
 from schemas.conventions import FBANK_FRAMES_PER_HEAD, HEAD_HOP_S
 from schemas.records import RecordingRecord, Rejection, SessionRecord
@@ -229,17 +230,28 @@ def _segments_or_problem(spec: SessionSpec, head_paths: dict[str, Path], fbank_p
 
 
 def process_session(spec: SessionSpec, head: list[RecordingRecord], audio: list[RecordingRecord],
-                    cfg: SessionConfig, out_record: str | Path) -> SessionRecord:
+                    cfg: SessionConfig, out_record: str | Path, auto_turns: AutoTurnsRecord | None = None
+                    ) -> SessionRecord:
     """Cut one session's listener segments and write `<out_record>` (JSON) plus its Parquet tables.
 
-    A session with fewer than two usable participants, with unusable turn annotations, or that
-    yields no segment is rejected (recorded with the file to fix and the reason), never a crash.
+    A session without a turns file uses `auto_turns` (the automatic-turns stage's record). A session
+    with fewer than two usable participants, with unusable turn annotations, whose automatic turns
+    were rejected, or that yields no segment is rejected (recorded with the file to fix and the
+    reason), never a crash.
     """
     out_record = Path(out_record)
     head_paths, fbank_paths = _usable_tables(head), _usable_tables(audio)
     usable = sorted(set(head_paths) & set(fbank_paths))
     tables = {"head_tables": {p: str(head_paths[p]) for p in usable},
               "fbank_tables": {p: str(fbank_paths[p]) for p in usable}}
+    if spec.turns_path is None:
+        if auto_turns is None:
+            raise ValueError(f"session {spec.session_id} has no turns file: pass its automatic turns")
+        if not auto_turns.ok:
+            record = SessionRecord(spec.session_id, "rejected", **tables, rejection=auto_turns.rejection)
+            write_json_atomic(out_record, record.to_dict())
+            return record
+        spec = replace(spec, turns_path=Path(auto_turns.turns_table))  # read like a human turns CSV
     result, problem, stage = _segments_or_problem(spec, head_paths, fbank_paths, cfg)
     if result is None:
         record = SessionRecord(spec.session_id, "rejected", **tables,

@@ -2,7 +2,7 @@
 
     <corpus>/sessions/<session_id>/
         participants.csv   participant_id,video,audio[,crop_x,crop_y,crop_w,crop_h][,audio_offset_s]
-        turns.csv | turns.eaf | turns.TextGrid   (exactly one)
+        turns.csv | turns.eaf | turns.TextGrid   (at most one; none: automatic turns from the audio)
         <media files>      paths in participants.csv are relative to the session folder
 
 `participant_id` names a person and is stable across sessions. `crop_*` is the pixel rectangle
@@ -56,7 +56,11 @@ class SessionSpec:
     session_id: str
     root: Path
     participants: tuple[ParticipantEntry, ...]
-    turns_path: Path
+    turns_path: Path | None  # None: no turns file, turns are derived from each participant's audio
+
+    @property
+    def automatic_turns(self) -> bool:
+        return self.turns_path is None
 
     @property
     def participant_ids(self) -> list[str]:
@@ -254,9 +258,11 @@ def read_session(corpus: str | Path, session_id: str) -> SessionSpec:
         raise CorpusLayoutError(csv_path, f"a session needs at least two participants, found {len(entries)}")
     _check_distinct_views(entries, csv_path)
     turn_files = [session_dir / n for n in TURN_FILES if (session_dir / n).is_file()]
-    if len(turn_files) != 1:
-        found = [p.name for p in turn_files]
-        raise CorpusLayoutError(session_dir, f"expected exactly one of {list(TURN_FILES)}, found {found or 'none'}")
+    if len(turn_files) > 1:
+        raise CorpusLayoutError(session_dir, f"expected at most one of {list(TURN_FILES)}, found "
+                                f"{[p.name for p in turn_files]}: remove all but the one to use")
+    if not turn_files:  # turns are derived from each participant's own audio during the build
+        return SessionSpec(session_id, session_dir, tuple(entries), None)
     _check_inside_corpus(turn_files[0], corpus, turn_files[0].name, turn_files[0])
     return SessionSpec(session_id, session_dir, tuple(entries), turn_files[0])
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -121,8 +121,9 @@ def _remove_other(folder: Path, keep: set[str]) -> None:
 
 def build_dataset(sessions: list[SessionInputs], dataset_dir: str | Path, cfg: BuildConfig, *,
                   build_id: str, redraw: bool = False, ssl_sets: list[SSLSet] | None = None,
-                  strict: bool = False) -> dict:
-    """Assign splits, write shards, segments.parquet, normalization.json and manifest.json."""
+                  strict: bool = False, extra_files: list[str] | None = None) -> dict:
+    """Assign splits, write shards, segments.parquet, normalization.json and manifest.json
+    (which also lists `extra_files`, paths relative to `dataset_dir` written before, e.g. annotations)."""
     dataset_dir = Path(dataset_dir)
     dataset_dir.mkdir(parents=True, exist_ok=True)
     segments, result = _split_segments(sessions, dataset_dir, cfg, redraw=redraw, strict=strict)
@@ -144,7 +145,8 @@ def build_dataset(sessions: list[SessionInputs], dataset_dir: str | Path, cfg: B
     write_json_atomic(dataset_dir / NORMALIZATION_FILE, json.loads(norm_path.read_text()))
     with atomic_path(dataset_dir / "segments.parquet") as tmp:
         pq.write_table(table, tmp)
-    files = {name: file_entry(dataset_dir / name) for name in ("segments.parquet", NORMALIZATION_FILE)}
+    files = {name: file_entry(dataset_dir / name)
+             for name in ("segments.parquet", NORMALIZATION_FILE, *(extra_files or []))}
     for folder in [f"shards/{core_id}", *(m["dir"] for m in manifest_ssl.values())]:
         listed = json.loads((dataset_dir / folder / SHARD_SET_DONE).read_text())["files"]
         files.update({f"{folder}/{name}": entry for name, entry in listed.items()})
@@ -310,10 +312,15 @@ def assemble_build(plan: BuildPlan, cfg: BuildConfig, *, out: str | Path, corpus
 
     layout = WorkLayout.of(out, cfg)
     records, rejected = collect_sessions(plan, layout)
+    qa, qa_rejected = collect_annotation_qa(plan, layout, cfg.qa.mode)
+    rejected += qa_rejected
+    records = [r if r.session_id not in {q.session_id for q in qa_rejected} else
+               replace(r, status="rejected", stats={}) for r in records]
     ssl_sets, ssl_rejected = collect_ssl_sets(plan, layout)
     rejected += ssl_rejected
     dataset_dir = Path(out) / "dataset"
     write_rejected(dataset_dir / "rejected.csv", rejected)
+    annotations = export_automatic_turns(plan, layout, dataset_dir)
     if rejected and strict:
         lines = "\n".join(f"  {r.session_id}/{r.participant_id}: {r.file}: {r.reason}" for r in rejected)
         raise RuntimeError(f"--strict: {len(rejected)} input(s) quarantined:\n{lines}")
@@ -321,8 +328,8 @@ def assemble_build(plan: BuildPlan, cfg: BuildConfig, *, out: str | Path, corpus
                               {p: Path(v) for p, v in r.fbank_tables.items()},
                               Path(r.talk_table) if r.talk_table else None, r.stats) for r in records if r.ok]
     summary = build_dataset(sessions, dataset_dir, cfg, build_id=build_id, redraw=redraw, ssl_sets=ssl_sets,
-                            strict=strict)
-    summary.update(corpus=str(Path(corpus).resolve()), config=cfg.to_dict(), inputs=plan.inputs,
+                            strict=strict, extra_files=annotations)
+    summary.update(annotations=annotations, annotation_qa=qa, corpus=str(Path(corpus).resolve()), config=cfg.to_dict(), inputs=plan.inputs,
                    skipped_entries=skipped_entries(corpus),
                    sessions={r.session_id: r.stats for r in records}, rejected=[r.to_dict() for r in rejected])
     write_data_card(dataset_dir, summary)
@@ -333,6 +340,50 @@ def assemble_build(plan: BuildPlan, cfg: BuildConfig, *, out: str | Path, corpus
             old.unlink()
     write_json_atomic(marker, summary)
     return summary
+
+
+ANNOTATIONS_DIR = "annotations"
+
+
+def collect_annotation_qa(plan: BuildPlan, layout: WorkLayout, mode: str) -> tuple[dict[str, dict], list[Rejection]]:
+    """Annotation-QA records of the sessions with human turns, and (under `quarantine`) the rejections of
+    those with gross disagreements; under `warn` each disagreement is logged."""
+    from pipeline.conversation.annotation_qa import qa_rejection, read_qa
+
+    found, rejected = {}, []
+    for session in plan.sessions:
+        if not session.qa_key:
+            continue
+        qa = found[session.session_id] = read_qa(layout.qa(session))
+        rejection = qa_rejection(qa, mode)
+        if rejection is not None:
+            rejected.append(rejection)
+            log.warning("quarantined session %s (annotation QA): %s", session.session_id, rejection.reason)
+        for problem in qa.get("problems", []) if rejection is None else []:
+            log.warning("annotation QA of session %s (%s): %s", session.session_id, qa["turns_file"],
+                        problem["reason"])
+    return found, rejected
+
+
+def export_automatic_turns(plan: BuildPlan, layout: WorkLayout, dataset_dir: Path) -> list[str]:
+    """`annotations/<session_id>.TextGrid` and `.eaf` of every session with automatic turns, for correction
+    (paths relative to `dataset_dir`); exports of sessions that now have a turns file are removed."""
+    from pipeline.conversation.turns_stage import AutoTurnsRecord, export_annotations
+
+    folder = dataset_dir / ANNOTATIONS_DIR
+    names = []
+    for session in plan.sessions:
+        if not session.automatic_turns:
+            continue
+        record = AutoTurnsRecord.read(layout.turns(session)[0])
+        if record.ok:
+            pids = sorted(plan.inputs[session.session_id]["media"])
+            names += [p.relative_to(dataset_dir).as_posix() for p in export_annotations(record, pids, folder)]
+    if folder.is_dir():
+        for old in folder.iterdir():
+            if old.relative_to(dataset_dir).as_posix() not in names:
+                old.unlink()
+    return sorted(names)
 
 
 def ssl_set_for(dataset_dir: str | Path, model: str, mode: str) -> str:

@@ -143,6 +143,101 @@ def skipped_section(skipped: list[dict[str, str]]) -> str:
             "| entry | why |\n|---|---|\n" + "\n".join(rows))
 
 
+def turns_section(summary: dict) -> str:
+    """Which sessions use human turns and which automatic ones (and where those are exported)."""
+    inputs = summary.get("inputs", {})
+    if not inputs:
+        return "No session."
+    exports: dict[str, list[str]] = {}
+    for name in summary.get("annotations", []):
+        exports.setdefault(Path(name).stem, []).append(f"`{name}`")
+    rows = ["| session | turns | automatic | exported for correction |", "|---|---|---|---|"]
+    for sid, info in sorted(inputs.items()):
+        auto = info["turns"] == "automatic"
+        source = "from each participant's own track" if auto else info["turns"]
+        rows.append(f"| {sid} | {source} | {'yes' if auto else 'no'} | {', '.join(sorted(exports.get(sid, []))) or '-'} |")
+    n_auto = sum(1 for info in inputs.values() if info["turns"] == "automatic")
+    text = (f"{n_auto} of {len(inputs)} session(s) use automatic turns (a session folder without a turns file "
+            "gets its talk spans from each participant's own audio track: voice activity with the other person's "
+            "bleed suppressed, README \"Automatic turns\"; the floor rules apply on top as for human turns).")
+    if n_auto:
+        text += (" Their turns are exported under `annotations/` (Praat TextGrid and ELAN .eaf, one tier per "
+                 "participant); a corrected file saved in the session folder as `turns.TextGrid` (or any turns "
+                 "file) takes precedence on the next build, which recomputes that session only.")
+    return text + "\n\n" + "\n".join(rows)
+
+
+def _pct(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.0f} %"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.0f}"
+
+
+def qa_section(dataset_dir: Path, summary: dict) -> str:
+    """The annotation-QA table (one row per session and tier), its plot, and what the columns mean."""
+    records = summary.get("annotation_qa") or {}
+    mode = summary["config"].get("qa", {}).get("mode", "off")
+    if mode == "off" or not records:
+        (dataset_dir / "annotation_qa.png").unlink(missing_ok=True)
+        return ("Off (`--annotation-qa off`)." if mode == "off" else "No session with a human turns file.")
+    rows = ["| session | tier | annotated s | detected own talk s | detected talk annotated | annotated talk "
+            "detected | onset / offset (ms) | on the other's speech | longest untranscribed | flag |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    flagged = 0
+    for sid, qa in sorted(records.items()):
+        if qa.get("status") != "ok":
+            rows.append(f"| {sid} | - | | | | | | | | not checked: {qa.get('reason', '').replace('|', '/')} |")
+            continue
+        tiers_flagged = {p["participant_id"] for p in qa["problems"]}
+        flagged += bool(tiers_flagged)
+        for pid, f in sorted(qa["participants"].items()):
+            o0, o1 = f["on_other_speech_at"]
+            u0, u1 = f["untranscribed_at"]
+            flag = ("**" + ("quarantined" if mode == "quarantine" else "check") + "**") if pid in tiers_flagged else ""
+            rows.append(f"| {sid} | {pid} | {f['annotated_s']:g} | {f['detected_s']:g} | "
+                        f"{_pct(f['detected_annotated'])} | {_pct(f['annotated_detected'])} | "
+                        f"{_ms(f['onset_ms'])} / {_ms(f['offset_ms'])} | {f['on_other_speech_s']:g} s "
+                        f"({_pct(f['on_other_speech'])}{f'; longest {o0:g}-{o1:g} s' if o1 > o0 else ''}) | "
+                        f"{f['untranscribed_max_s']:g} s{f' ({u0:g}-{u1:g} s)' if u1 > u0 else ''} | {flag} |")
+    _qa_plot(dataset_dir, records)
+    return (f"Human turn files checked against the voice activity of each participant's own track (`--annotation-qa "
+            f"{mode}`): {flagged} of {len(records)} session(s) with gross disagreements"
+            f"{' (quarantined, see below)' if mode == 'quarantine' and flagged else ''}. Detected own talk is the "
+            "automatic turns of the same audio; onset / offset is detected minus annotated (median over annotated "
+            "spans); *on the other's speech* is annotated talk where this track is quiet but another person "
+            "talks (a tier given to the wrong person); *untranscribed* is detected own talk with no annotated "
+            "talk.\n\n![Annotation QA](annotation_qa.png)\n\n" + "\n".join(rows))
+
+
+def _qa_plot(dataset_dir: Path, records: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, covered, detected, other = [], [], [], []
+    for sid, qa in sorted(records.items()):
+        for pid, f in sorted(qa.get("participants", {}).items()):
+            labels.append(f"{sid}/{pid}")
+            covered.append(100 * (f["detected_annotated"] or 0))
+            detected.append(100 * (f["annotated_detected"] or 0))
+            other.append(100 * (f["on_other_speech"] or 0))
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(labels) + 1.8))
+    y = np.arange(len(labels))
+    for k, (values, text) in enumerate(((covered, "detected own talk that is annotated"),
+                                        (detected, "annotated talk with detected own talk"),
+                                        (other, "annotated talk on the other's speech"))):
+        ax.barh(y + (k - 1) * 0.27, values, height=0.27, label=text)
+    ax.set_yticks(y, labels)
+    ax.set_xlabel("% of frames")
+    ax.set_xlim(0, 100)
+    ax.set_title("annotation QA per session and tier")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=1)
+    _save(fig, dataset_dir / "annotation_qa.png")
+
+
 CUT_RULE_TEXT = {"equal": "near-equal consecutive pieces covering the stretch",
                  "greedy": "consecutive 11 s pieces, the remainder kept when at least 6 s"}
 
@@ -208,7 +303,8 @@ def write_data_card(dataset_dir: str | Path, summary: dict) -> Path:
         stride_text=_stride_text(cfg["session"]["train_stride_s"], summary.get("overlap_extra_segments", 0)),
         max_invalid_pct=f"{100 * cfg['session']['max_invalid_frac']:g}",
         inputs_table="\n".join(inputs_rows), rejected_table=rejected_table,
-        config_json=json.dumps(cfg, indent=2), versions=_versions(), ssl_section=ssl_section(summary))
+        config_json=json.dumps(cfg, indent=2), versions=_versions(), ssl_section=ssl_section(summary),
+        turns_section=turns_section(summary), qa_section=qa_section(dataset_dir, summary))
     path = dataset_dir / "data_card.md"
     write_text_atomic(path, text)
     return path

@@ -17,6 +17,7 @@ from pipeline.common.errors import CorpusLayoutError, CorruptOutputError
 from pipeline.common.fsutil import sha256_file, stable_hash
 from pipeline.common.settings import SettingError
 from pipeline.config import BuildConfig, SSLConfig, dataset_conflicts
+from pipeline.conversation.turns_stage import AUTOMATIC
 from pipeline.corpus.layout import FileHashCache, SessionSpec, discover_sessions, read_session_cached
 from schemas.records import AudioJob, HeadJob, RecordingJob, RecordingKey, Rejection, SSLJob
 
@@ -33,6 +34,17 @@ class SessionPlan:
     session_hash: str
     head_keys: tuple[str, ...]
     audio_keys: tuple[str, ...]
+    turns_key: str = ""  # set when the session has no turns file: the key of its automatic turns
+    qa_key: str = ""  # human turns under annotation QA: "<automatic turns key>-<turns file sha256[:16]>"
+
+    @property
+    def automatic_turns(self) -> bool:
+        return bool(self.turns_key)
+
+    @property
+    def voice_key(self) -> str:
+        """The key of the session's automatic turns (its audio), whether used as turns or for QA."""
+        return self.turns_key or self.qa_key.split("-")[0]
 
 
 @dataclass(frozen=True)
@@ -65,7 +77,8 @@ class BuildPlan:
     def build_id(self, cfg: BuildConfig, *, redraw: bool, strict: bool) -> str:
         """Hash of the dataset's inputs and settings: the name of the build's completion marker."""
         ssl = [[m.model_tag, cfg.ssl.mode, cfg.stage_version("ssl")] for m in self.ssl_models]
-        return stable_hash([self.fingerprint, cfg.stage_version("dataset"), redraw, strict, ssl], 12)
+        qa = [cfg.qa.mode, cfg.stage_version("qa")] if cfg.qa.mode != "off" else []  # QA flags or rejects sessions
+        return stable_hash([self.fingerprint, cfg.stage_version("dataset"), redraw, strict, ssl, qa], 12)
 
 
 def plan_build(corpus: str | Path, out: str | Path, cfg: BuildConfig, *, rehash: bool = False) -> BuildPlan:
@@ -78,7 +91,7 @@ def plan_build(corpus: str | Path, out: str | Path, cfg: BuildConfig, *, rehash:
         except CorpusLayoutError as exc:
             plan.rejected.append(Rejection.from_error(exc, session_id, stage="layout"))
             continue
-        session, inputs = _plan_session(spec, hashes)
+        session, inputs = _plan_session(spec, hashes, cfg)
         plan.sessions.append(session)
         plan.inputs[session_id] = inputs
     plan.ssl_models = [_plan_ssl_model(name, cfg.ssl, hashes) for name in cfg.ssl.models]
@@ -86,7 +99,10 @@ def plan_build(corpus: str | Path, out: str | Path, cfg: BuildConfig, *, rehash:
     return plan
 
 
-def _plan_session(spec: SessionSpec, hashes: FileHashCache) -> tuple[SessionPlan, dict]:
+def _plan_session(spec: SessionSpec, hashes: FileHashCache, cfg: BuildConfig) -> tuple[SessionPlan, dict]:
+    """The session's task parameters and input hashes. A human turns file enters by its content; automatic
+    turns by their key (audio content and offsets) and the turns stage version, so the automatic-turns
+    settings change the hash of automatic sessions only."""
     head_keys, audio_keys, files = [], [], {}
     for p in spec.participants:
         video_sha, audio_sha = hashes.sha256(p.video), hashes.sha256(p.audio)
@@ -95,12 +111,20 @@ def _plan_session(spec: SessionSpec, hashes: FileHashCache) -> tuple[SessionPlan
         head_keys.append(str(RecordingKey(spec.session_id, p.participant_id, stable_hash([video_sha, p.crop], 16))))
         audio_keys.append(str(RecordingKey(spec.session_id, p.participant_id,
                                            stable_hash([audio_sha, p.audio_offset_s], 16))))
-    turns_sha = hashes.sha256(spec.turns_path)
+    voice_key = stable_hash([[p, f["audio_sha256"], spec.participant(p).audio_offset_s]
+                             for p, f in sorted(files.items())], 16)
+    turns_key = qa_key = ""
+    if spec.turns_path is None:
+        turns_key = voice_key
+        turns_sha, turns_name = f"{turns_key}-{cfg.stage_version('turns')}", AUTOMATIC
+    else:
+        turns_sha, turns_name = hashes.sha256(spec.turns_path), spec.turns_path.name
+        qa_key = f"{voice_key}-{turns_sha[:16]}" if cfg.qa.mode != "off" else ""
     layout_sha = sha256_file(spec.root / "participants.csv")
     session_hash = stable_hash([spec.session_id, layout_sha, turns_sha, head_keys, audio_keys], 12)
-    inputs = {"participants_csv_sha256": layout_sha, "turns": spec.turns_path.name, "turns_sha256": turns_sha,
+    inputs = {"participants_csv_sha256": layout_sha, "turns": turns_name, "turns_sha256": turns_sha,
               "media": files}
-    return SessionPlan(spec.session_id, session_hash, tuple(head_keys), tuple(audio_keys)), inputs
+    return SessionPlan(spec.session_id, session_hash, tuple(head_keys), tuple(audio_keys), turns_key, qa_key), inputs
 
 
 def _plan_ssl_model(name: str, cfg: SSLConfig, hashes: FileHashCache) -> SSLModel:
@@ -164,6 +188,15 @@ class WorkLayout:
         folder = self.root / "ssl" / f"{model_tag}-{self.cfg.ssl.mode}" if stage == "ssl" else self.root / stage
         stem = f"{key.participant_id}-{key.input_hash}-{self.cfg.stage_version(stage)}"
         return folder / key.session_id / f"{stem}.json", folder / key.session_id / f"{stem}{DATA_SUFFIX[stage]}"
+
+    def turns(self, session: SessionPlan) -> tuple[Path, Path]:
+        """(record, turns CSV) of a session's automatic turns."""
+        stem = self.root / "turns" / session.session_id / f"{session.voice_key}-{self.cfg.stage_version('turns')}"
+        return stem.with_suffix(".json"), stem.with_suffix(".csv")
+
+    def qa(self, session: SessionPlan) -> Path:
+        """The annotation-QA record of a session with a human turns file."""
+        return self.root / "qa" / session.session_id / f"{session.qa_key}-{self.cfg.stage_version('qa')}.json"
 
     def session(self, session: SessionPlan) -> Path:
         name = f"{session.session_id}-{session.session_hash}-{self.cfg.stage_version('session')}.json"
