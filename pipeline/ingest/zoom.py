@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ IMPORTER_VERSION = 1
 IMPORTS_FOLDER = "imports"
 REFUSED_FILE = "refused.csv"
 N_PARTICIPANTS = 2  # the build cuts listener segments of two-party calls
+IDENTITY_ESCALATIONS = 2  # a doubtful who-is-who is retried on 2x, then 4x the stretches where the call allows
 
 
 @dataclass(frozen=True)
@@ -246,15 +247,29 @@ def _assign(files: ZoomFiles, span: Any, tracks: dict[str, tuple[Path, float]], 
             raise ImportRefused(files.folder, f"--tile-order {','.join(cfg.tile_order)}: expected each of "
                                               f"{sorted(tracks)} once")
         return {"tile_of": {pid: i for i, pid in enumerate(cfg.tile_order)}, "method": "--tile-order"}
-    from pipeline.ingest.identity import IdentitySettings, assign_tiles, require_confident
+    from pipeline.ingest.identity import IdentityError, IdentitySettings, assign_tiles, plan_stretches
 
     settings = IdentitySettings(min_confidence=cfg.min_identity_confidence)
-    result = assign_tiles(files.video, span.tiles, {p: t for p, (t, _) in tracks.items()},
-                          {p: off for p, (_, off) in tracks.items()}, start_s=span.start_s, end_s=span.end_s,
-                          settings=settings, face_model=cfg.face_model or None)
-    require_confident(result, files.video)
-    return {"tile_of": dict(result.tile_of), "method": "audio-visual synchrony", "confidence": result.confidence,
-            "scores": result.scores, "evidence": result.evidence}
+    for _ in range(IDENTITY_ESCALATIONS + 1):
+        result = assign_tiles(files.video, span.tiles, {p: t for p, (t, _) in tracks.items()},
+                              {p: off for p, (_, off) in tracks.items()}, start_s=span.start_s, end_s=span.end_s,
+                              settings=settings, face_model=cfg.face_model or None)
+        if result.confident:
+            return {"tile_of": dict(result.tile_of), "method": "audio-visual synchrony",
+                    "confidence": result.confidence, "scores": result.scores, "evidence": result.evidence}
+        more = replace(settings, analysis_s=2 * settings.analysis_s, n_stretches=2 * settings.n_stretches)
+        if len(plan_stretches(span.start_s, span.end_s, more)) <= len(plan_stretches(span.start_s, span.end_s, settings)):
+            break  # the call is too short to give more evidence
+        log.info("who is who not confident (%.3f) on %d stretches: analysing %d", result.confidence,
+                 settings.n_stretches, more.n_stretches)
+        settings = more
+    stretches = plan_stretches(span.start_s, span.end_s, settings)
+    scores = "; ".join(f"{p}: [{', '.join(f'{s:+.3f}' for s in row)}]" for p, row in result.scores.items())
+    raise IdentityError(files.video, f"cannot tell which gallery tile is whom from lip-voice synchrony in "
+                        f"t={span.start_s:.1f}-{span.end_s:.1f} s ({result.evidence.get('reason', '')}; confidence "
+                        f"{result.confidence:.3f} < {cfg.min_identity_confidence} after {len(stretches)} stretches, "
+                        f"{sum(b - a for a, b in stretches):.0f} s analysed); scores per tile {scores}. Give the "
+                        "mapping by hand: --tile-order <participant ids in tile reading order>")
 
 
 def _write_sessions(corpus: Path, session_id: str, files: ZoomFiles, spans: list[Any], assignments: list[dict],
