@@ -111,13 +111,13 @@ class _RecordingTask(_StageTask):
     def inline(self) -> bool:
         return False
 
-    def resources(self) -> dict[str, float] | None:
+    def dask_resources(self) -> dict[str, float] | None:
         """Dask worker resources each job asks for (None: any worker)."""
         return None
 
     def run(self):
         jobs = recording_jobs(self.stage, self.keys(), self.corpus, self.layout, self.ssl_model())
-        resources = self.resources()
+        resources = self.dask_resources()  # not `resources`: Luigi's own scheduler resources
         for record in run_jobs(self.job_fn, [job.to_dict() for job in jobs], inline=self.inline() and not resources,
                                resources=resources):
             self.set_status_message(f"{record['session_id']}/{record['participant_id']}: {record['status']}")
@@ -146,7 +146,7 @@ class SSLFeatures(_RecordingTask):
         """A GPU is driven by this process; CPU work fans out over Dask workers."""
         return uses_gpu(self.cfg.ssl.device)
 
-    def resources(self) -> dict[str, float] | None:
+    def dask_resources(self) -> dict[str, float] | None:
         """On a cluster with GPU workers (`dask worker --resources GPU=1`) the jobs go to those workers."""
         return gpu_resources(self.cfg.ssl.device)
 

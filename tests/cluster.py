@@ -5,6 +5,7 @@ bench/bench_dask_cluster.py."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -89,6 +90,38 @@ class ProcessCluster:
         for name in [n for n in self.procs if n != "scheduler"] + ["scheduler"]:
             if name in self.procs:
                 self.stop(name)
+
+
+# Differ legitimately between two builds of one corpus: who held the dataset's write lock (pid, time), and
+# in the per-recording records under work/ how long a job took and in which process; records also name
+# their files under --out. Everything else must be the same bytes.
+NOT_COMPARED = {".lock"}
+VOLATILE_RECORD_KEYS = {"seconds", "worker_pid"}
+
+
+def build_differences(local_out: Path, other_out: Path) -> list[str]:
+    """Files of two builds' outputs that differ beyond what may: all of dataset/ on both sides, and each
+    file the other build wrote under work/ (the local --out may hold more, e.g. from other runs)."""
+    local, other = Path(local_out), Path(other_out)
+    names = {_relative(p, other) for p in other.rglob("*") if p.is_file()}
+    names |= {_relative(p, local) for p in (local / "dataset").rglob("*") if p.is_file()}
+    return sorted(name for name in names if name.split("/")[0] in ("dataset", "work")
+                  and Path(name).name not in NOT_COMPARED
+                  and _comparable(local / name, local) != _comparable(other / name, other))
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _comparable(path: Path, out: Path) -> object:
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    if not (path.suffix == ".json" and "work" in path.relative_to(out).parts[:1]):
+        return data
+    record = json.loads(data.decode().replace(str(out), "<out>"))
+    return {k: v for k, v in record.items() if k not in VOLATILE_RECORD_KEYS} if isinstance(record, dict) else record
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

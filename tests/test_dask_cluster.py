@@ -7,16 +7,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from luigi.configuration import get_config
 
-from tasks import dask_runner
+from pipeline.config import BuildConfig, save_config
+from tasks import HeadFeatures, SSLFeatures, dask_runner
 from tasks.dask_runner import GPU_REQUEST, close_client, gpu_resources, run_jobs
 
-from .cluster import ProcessCluster, dask_cli
-from .helpers import run_build, snapshot
+from .cluster import ProcessCluster, build_differences, dask_cli
+from .helpers import run_build
 
 
 def which_worker(job: dict) -> dict:
@@ -51,12 +51,6 @@ def on_cluster(cluster, monkeypatch):
     close_client()
 
 
-def _dataset_differences(local: Path, remote: Path) -> list[str]:
-    """Files of two dataset folders that are missing on one side or differ in bytes."""
-    a, b = snapshot(local), snapshot(remote)
-    return sorted(name for name in a.keys() | b.keys() if a.get(name) != b.get(name))
-
-
 def test_a_cluster_build_is_byte_identical_to_the_local_build(built_dataset, sample_corpus, on_cluster, tmp_path):
     out = tmp_path / "out"
     result = run_build(corpus=str(sample_corpus), out=str(out))
@@ -66,7 +60,8 @@ def test_a_cluster_build_is_byte_identical_to_the_local_build(built_dataset, sam
     with Client(on_cluster.address) as client:  # the per-recording jobs really ran on the cluster's workers
         keys = client.run_on_scheduler(lambda dask_scheduler: {str(t[0]) for t in dask_scheduler.transition_log})
     assert any(k.startswith("run_head_job") for k in keys) and any(k.startswith("run_audio_job") for k in keys)
-    assert _dataset_differences(built_dataset / "dataset", out / "dataset") == []
+    assert (out / "dataset" / "shards").is_dir() and (out / "dataset" / "segments.parquet").is_file()
+    assert build_differences(built_dataset, out) == []
 
 
 def test_gpu_jobs_on_a_cluster_without_gpu_workers_fail_fast(on_cluster):
@@ -81,7 +76,7 @@ def test_ssl_on_a_cluster_without_gpu_workers_asks_for_no_gpu(on_cluster, caplog
     assert gpu_resources("cpu") is None
 
 
-def test_ssl_jobs_go_to_the_worker_that_declares_a_gpu(on_cluster):
+def test_ssl_jobs_go_to_the_worker_that_declares_a_gpu(on_cluster, tmp_path):
     on_cluster.add_worker("gpu-0", resources="GPU=1")
     try:
         on_cluster.wait_for_workers(3)
@@ -90,8 +85,12 @@ def test_ssl_jobs_go_to_the_worker_that_declares_a_gpu(on_cluster):
                                                 desc="gpu")}
         gpu_workers = dask_runner.workers_with(dask_runner.get_client(), GPU_REQUEST)
         assert len(gpu_workers) == 1 and ran_on == set(gpu_workers)  # one worker of three declares a GPU
+        common = {"corpus": str(tmp_path), "out": str(tmp_path), "config_id": save_config(tmp_path, BuildConfig()),
+                  "key": "s01/P01/0123456789abcdef"}  # the build's SSL batches ask for the GPU, head batches do not
+        ssl_task = SSLFeatures(**common, model="m", model_dir=str(tmp_path), model_tag="m-0")
+        assert ssl_task.dask_resources() == GPU_REQUEST and HeadFeatures(**common).dask_resources() is None
         with _dask_setting("gpu_resource", "off"):
-            assert gpu_resources("auto") is None
+            assert gpu_resources("auto") is None and ssl_task.dask_resources() is None
     finally:
         close_client()
         on_cluster.stop("gpu-0")
