@@ -213,6 +213,33 @@ class BuildOptions:
                                   "edited in place on file systems with unreliable time stamps)")
 
 
+def _scheduler_address(value: str) -> str | None:
+    return None if value.strip() else "local, inline or a scheduler address such as tcp://host:8786"
+
+
+@dataclass(frozen=True)
+class DaskOptions:
+    """Where per-recording jobs run (`[dask]` in luigi.cfg, `--dask-<name>` on the command line).
+
+    Never part of a stage version or the build id: a cluster computes the same bytes as a local build.
+    """
+
+    scheduler: str = setting("local", "local = a LocalCluster in this process; tcp://host:8786 = an existing "
+                                      "cluster (`dask scheduler`) whose workers share the corpus and --out; "
+                                      "inline = no Dask", check=_scheduler_address)
+    n_workers: int = setting(0, "LocalCluster worker processes; 0 = one per core (divided by Luigi --workers)",
+                             check=at_least(0))
+    memory_limit: str = setting("auto", "memory limit of each LocalCluster worker (Dask syntax, e.g. 4GB)")
+    gpu_resource: str = setting("auto", "on a cluster: auto = SSL jobs that may use a GPU (--ssl-device auto "
+                                        "or cuda) ask for the worker resource GPU=1, so only workers started "
+                                        "with `dask worker --resources GPU=1` run them (with a warning and "
+                                        "no request when no worker declares it); off = never ask",
+                                choices=("auto", "off"))
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     head: HeadConfig = field(default_factory=HeadConfig)

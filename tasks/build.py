@@ -50,7 +50,7 @@ from pipeline.dataset.plan import (
 from pipeline.features.jobs import run_audio_job, run_head_job, run_ssl_job
 from schemas.records import RecordingKey, RecordingRecord
 
-from .dask_runner import run_jobs
+from .dask_runner import gpu_resources, run_jobs
 from .params import option_values, settings_mixin
 
 log = logging.getLogger(__name__)
@@ -111,9 +111,15 @@ class _RecordingTask(_StageTask):
     def inline(self) -> bool:
         return False
 
+    def dask_resources(self) -> dict[str, float] | None:
+        """Dask worker resources each job asks for (None: any worker)."""
+        return None
+
     def run(self):
         jobs = recording_jobs(self.stage, self.keys(), self.corpus, self.layout, self.ssl_model())
-        for record in run_jobs(self.job_fn, [job.to_dict() for job in jobs], inline=self.inline()):
+        resources = self.dask_resources()  # not `resources`: Luigi's own scheduler resources
+        for record in run_jobs(self.job_fn, [job.to_dict() for job in jobs], inline=self.inline() and not resources,
+                               resources=resources):
             self.set_status_message(f"{record['session_id']}/{record['participant_id']}: {record['status']}")
 
 
@@ -139,6 +145,10 @@ class SSLFeatures(_RecordingTask):
     def inline(self) -> bool:
         """A GPU is driven by this process; CPU work fans out over Dask workers."""
         return uses_gpu(self.cfg.ssl.device)
+
+    def dask_resources(self) -> dict[str, float] | None:
+        """On a cluster with GPU workers (`dask worker --resources GPU=1`) the jobs go to those workers."""
+        return gpu_resources(self.cfg.ssl.device)
 
 
 class AutomaticTurns(_StageTask):

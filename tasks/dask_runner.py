@@ -9,6 +9,10 @@ Luigi stays the source of truth for completion: jobs write their own atomic outp
 With Luigi `--workers N`, tasks run in N child processes; each one that fans out starts its own
 LocalCluster with cores / N workers, so the machine is not oversubscribed.
 
+On a cluster, jobs that may use a GPU (SSL) ask for the worker resource `GPU=1`, so the scheduler
+places them only on workers started with `dask worker --resources GPU=1` (`gpu_resources`); a
+request no worker can meet would wait forever, so it fails fast instead (`run_jobs`).
+
 Each batch shows a progress bar (done/total recordings, elapsed, ETA) and logs every quarantined
 recording as it comes back.
 """
@@ -20,27 +24,45 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import luigi
 
 from pipeline.common.logs import progress
-from pipeline.common.runtime import WORKER_ENV
+from pipeline.common.runtime import AUTO_DEVICES, WORKER_ENV
+from pipeline.common.settings import SettingError, field_values
+from pipeline.config import DaskOptions
 from pipeline.features.jobs import stage_label
+
+from .params import option_values, settings_mixin
 
 log = logging.getLogger(__name__)
 _CLIENT = None
+GPU_REQUEST = {"GPU": 1}  # what one SSL job asks of a worker started with `dask worker --resources GPU=1`
+WORKER_WAIT_S = 60.0  # how long a fresh cluster may take to have its first worker
 
 
-class dask(luigi.Config):  # noqa: N801 - section name in luigi.cfg
-    scheduler = luigi.Parameter(default="local")
-    n_workers = luigi.IntParameter(default=0, description="LocalCluster worker processes; 0 = one per core")
-    memory_limit = luigi.Parameter(default="auto")
+class dask(settings_mixin("DaskSettings", DaskOptions), luigi.Config):  # noqa: N801 - section name in luigi.cfg
+    """`[dask]` in luigi.cfg, `--dask-scheduler` etc. on the command line (settings: DaskOptions)."""
+
+
+def dask_options() -> DaskOptions:
+    """The `[dask]` settings, checked; LHG_DASK_SCHEDULER (an environment variable) wins over the scheduler."""
+    values = option_values(dask(), DaskOptions)
+    values["scheduler"] = os.environ.get("LHG_DASK_SCHEDULER") or values["scheduler"]
+    try:
+        return DaskOptions(**field_values(DaskOptions, values))
+    except SettingError as exc:
+        raise SettingError(f"[dask] {exc}") from None
 
 
 def _scheduler() -> str:
-    return os.environ.get("LHG_DASK_SCHEDULER") or dask().scheduler
+    return dask_options().scheduler
+
+
+def on_external_cluster() -> bool:
+    return _scheduler() not in ("local", "inline")
 
 
 def get_client():
@@ -53,10 +75,10 @@ def get_client():
         from distributed import Client, LocalCluster
 
         if choice == "local":
-            n = dask().n_workers or max(1, (os.cpu_count() or 1) // max(1, luigi.interface.core().workers))
+            n = dask_options().n_workers or max(1, (os.cpu_count() or 1) // max(1, luigi.interface.core().workers))
             log.info("starting a local Dask cluster: %d worker process(es)", n)
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                   memory_limit=dask().memory_limit, env=dict(WORKER_ENV),
+                                   memory_limit=dask_options().memory_limit, env=dict(WORKER_ENV),
                                    silence_logs=logging.ERROR)  # workers' shutdown chatter is WARNING
             _CLIENT = Client(cluster)
         else:
@@ -64,6 +86,35 @@ def get_client():
             _CLIENT = Client(choice)
         atexit.register(close_client)
     return _CLIENT
+
+
+def workers_with(client, resources: Mapping[str, float]) -> list[str]:
+    """Addresses of the cluster's workers that declare at least `resources` (`dask worker --resources`)."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return [address for address, info in workers.items()
+            if all(info.get("resources", {}).get(name, 0) >= amount for name, amount in resources.items())]
+
+
+def gpu_resources(device: str) -> dict[str, float] | None:
+    """The worker resources a batch of GPU-capable jobs (SSL, with device setting `device`) asks for.
+
+    {"GPU": 1} on an external cluster with a worker that declares a GPU, when the device may be a GPU
+    ("auto" or "cuda...") and `[dask] gpu_resource` is auto; None otherwise: a LocalCluster declares
+    no resources (a request would never be met), and a cluster without GPU workers gets a warning and
+    runs the jobs as it would without the setting.
+    """
+    options = dask_options()
+    maybe_gpu = device in AUTO_DEVICES or str(device).startswith("cuda")
+    if options.gpu_resource == "off" or not maybe_gpu or not on_external_cluster():
+        return None
+    client = get_client()
+    client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+    if not workers_with(client, GPU_REQUEST):
+        log.warning("no worker of the Dask cluster at %s declares a GPU (`dask worker --resources GPU=1`): SSL jobs "
+                    "ask for none and run %s", options.scheduler,
+                    "in this process" if str(device).startswith("cuda") else "on any worker (--ssl-device auto)")
+        return None
+    return dict(GPU_REQUEST)
 
 
 @contextlib.contextmanager
@@ -99,19 +150,22 @@ def close_client(timeout_s: float = 20.0) -> None:
 
 
 def run_jobs(fn: Callable[[dict], dict], jobs: list[dict[str, Any]], *, inline: bool = False,
-             desc: str | None = None) -> Iterator[dict]:
+             desc: str | None = None, resources: Mapping[str, float] | None = None) -> Iterator[dict]:
     """Yield each job's result as it finishes, with a progress bar named `desc` (default: the stage).
 
     Inline for a single job (no cluster start-up cost) and with `inline` for work that owns a GPU,
-    which one process should drive.
+    which one process should drive. `resources` (e.g. GPU_REQUEST) places every job on workers that
+    declare them, even a single job; RuntimeError at once when no worker of the cluster does.
     """
     if not jobs:
         return
     label = desc or stage_label(fn, jobs)
-    client = get_client() if len(jobs) > 1 and not inline else None  # before the bar: it may log
+    client = get_client() if (len(jobs) > 1 or resources) and not inline else None  # before the bar: it may log
+    if client is not None and resources:
+        _require_workers_with(client, resources)
     started, rejected = time.perf_counter(), 0
     with progress(total=len(jobs), desc=label, unit="recording") as bar:
-        for record in _results(fn, jobs, client):
+        for record in _results(fn, jobs, client, resources):
             if record.get("status") == "rejected":
                 rejected += 1
                 bar.set_postfix(quarantined=rejected)
@@ -124,14 +178,26 @@ def run_jobs(fn: Callable[[dict], dict], jobs: list[dict[str, Any]], *, inline: 
                 rejected)
 
 
-def _results(fn: Callable[[dict], dict], jobs: list[dict[str, Any]], client) -> Iterator[dict]:
+def _require_workers_with(client, resources: Mapping[str, float]) -> None:
+    """Jobs asking for resources no worker declares would wait forever: fail now, saying how to fix it."""
+    client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+    if not workers_with(client, resources):
+        wanted = " ".join(f"{name}={amount:g}" for name, amount in resources.items())
+        where = f"the Dask cluster at {_scheduler()}" if on_external_cluster() else "a local Dask cluster"
+        raise RuntimeError(f"no worker of {where} declares the resources {wanted}: jobs asking for them would "
+                           f"never start; start such workers with `dask worker <scheduler> --resources \"{wanted}\"` "
+                           f"or set [dask] gpu_resource = off")
+
+
+def _results(fn: Callable[[dict], dict], jobs: list[dict[str, Any]], client,
+             resources: Mapping[str, float] | None = None) -> Iterator[dict]:
     if client is None:
         for job in jobs:
             yield fn(job)
         return
     from distributed import as_completed
 
-    futures = client.map(fn, jobs, pure=False)
+    futures = client.map(fn, jobs, pure=False, resources=dict(resources) if resources else None)
     try:
         for future in as_completed(futures):
             yield future.result()
