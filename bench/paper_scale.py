@@ -8,7 +8,7 @@ The corpus is the paper's (paper §IV): 24 people in one-on-one calls, 180 sessi
 at 1x; each scale multiplies people and sessions. Turns have a floor structure (turns of 3-90 s made
 of 1-4.5 s talk spurts with 0.15-1.2 s pauses, backchannels of 0.2-0.7 s in or over the pauses,
 gaps and overlaps at turn changes, some long silences); head tables have the head stage's columns
-with short face dropouts; FBank lengths follow the head tables. Media files are placeholders of a
+with short face dropouts (about one in 6 min); FBank lengths follow the head tables. Media files are placeholders of a
 few bytes: nothing is decoded and hashing costs nothing, so what is timed is the metadata work.
 
 Stages (real pipeline code, each scale and stage in its own process for its peak memory):
@@ -45,7 +45,8 @@ from schemas.conventions import FBANK_FRAMES_PER_HEAD, HEAD_FEATURE_COLUMNS, HEA
 
 PAPER = {"people": 24, "sessions": 180, "session_s": 1800.0}  # 90 h of one-on-one calls
 STAGES = ("plan", "segment", "split", "index", "noop")
-TRAIN_STRIDE_S = 5.0  # overlapping training windows: the paper's density of segments per hour (README)
+TRAIN_STRIDE_S = 3.5  # overlapping training windows: about the paper's 63k segments from 90 h (README)
+TIMED_SEGMENT_MAX_SCALE = 3.0  # above it the segment stage copies its tables (see `stage_segment`)
 BYTES_PER_FRAME = 2 * 4 * len(HEAD_FEATURE_COLUMNS) + 6 + FBANK_FRAMES_PER_HEAD * 80 * 4 + 2  # core shard row
 
 
@@ -87,7 +88,9 @@ def synth_sessions(scale: float, seed: int = 0) -> list[SyntheticSession]:
         order = np.lexsort((rng.random(n_people), count))  # the least used first, ties at random
         a, b = sorted((people[order[0]], people[order[1]]))
         count[order[:2]] += 1
-        out.append(SyntheticSession(f"s{k:05d}", (a, b), seed * 1_000_003 + k))
+        # conversations repeat every 180 sessions (with other people), so a larger corpus can reuse the
+        # segment tables of the first 180 (`stage_segment`)
+        out.append(SyntheticSession(f"s{k:05d}", (a, b), seed * 1_000_003 + k % PAPER["sessions"]))
     return out
 
 
@@ -116,10 +119,10 @@ def session_turns(session: SyntheticSession, duration_s: float = PAPER["session_
 
 def head_table(session: SyntheticSession, participant: str, duration_s: float = PAPER["session_s"]) -> pd.DataFrame:
     """A head stage table (12.5 fps): all columns, valid except short face dropouts (about 2% of frames)."""
-    rng = np.random.default_rng([session.seed, int(participant[1:])])
+    rng = np.random.default_rng([session.seed, session.participants.index(participant)])
     n = int(duration_s / HEAD_HOP_S)
     valid = np.ones(n, bool)
-    for start in rng.integers(0, n, size=max(1, n // 1500)):
+    for start in rng.integers(0, n, size=max(1, n // 4500)):  # about one dropout every 6 min
         valid[start:start + int(rng.integers(3, 30))] = False
     table = {"time_s": np.arange(n) * HEAD_HOP_S, "detected": valid, "interpolated": np.zeros(n, bool),
              "valid": valid}
@@ -160,23 +163,46 @@ def stage_plan(work: Path, sessions: list[SyntheticSession], clock: Clock) -> di
     return {"sessions": len(plan.sessions), "rejected": len(plan.rejected)}
 
 
-def stage_segment(work: Path, sessions: list[SyntheticSession], clock: Clock) -> dict:
+def stage_segment(work: Path, sessions: list[SyntheticSession], clock: Clock, timed: bool = True) -> dict:
+    """Segment every session (timed), or above `TIMED_SEGMENT_MAX_SCALE` segment the distinct
+    conversations once and copy their tables to the sessions repeating them (not timed)."""
     from pipeline.conversation.session import build_session_segments
 
     cfg, folder, counts = build_cfg(), work / "segments", {"segments": 0, "overlap": 0, "dropped": 0}
     folder.mkdir(exist_ok=True)
+    patterns: dict[int, tuple[SyntheticSession, pd.DataFrame]] = {}
     for session in sessions:
+        if not timed and session.seed in patterns:
+            first, table = patterns[session.seed]
+            _copy_segments(table, first, session).to_parquet(folder / f"{session.session_id}.parquet", index=False)
+            counts["segments"] += int((~table["overlap_extra"]).sum())
+            counts["overlap"] += int(table["overlap_extra"].sum())
+            continue
         heads = {p: head_table(session, p) for p in session.participants}
         fbanks = {p: len(t) * FBANK_FRAMES_PER_HEAD for p, t in heads.items()}
         turns = work / "corpus" / "sessions" / session.session_id / "turns.csv"
         with clock:
             result = build_session_segments(session.session_id, turns, list(session.participants), heads, fbanks,
                                             cfg.session)
+        patterns[session.seed] = session, result.segments
         result.segments.to_parquet(folder / f"{session.session_id}.parquet", index=False)
         counts["segments"] += result.stats["n_segments"]
         counts["overlap"] += result.stats["n_overlap_extra"]
         counts["dropped"] += result.stats["n_dropped"]
-    return counts
+    return {**counts, "timed": timed}
+
+
+def _copy_segments(table: pd.DataFrame, first: SyntheticSession, session: SyntheticSession) -> pd.DataFrame:
+    """The segments of `first` as `session` would have them: same conversation, its ids and people."""
+    people = dict(zip(first.participants, session.participants, strict=True))
+
+    def rename(value: str) -> str:
+        _, listener, frame = value.split("~")
+        return f"{session.session_id}~{people[listener]}~{frame}"
+
+    return table.assign(session_id=session.session_id, listener_id=table["listener_id"].map(people),
+                        speaker_id=table["speaker_id"].map(people), segment_id=table["segment_id"].map(rename),
+                        stretch_id=table["stretch_id"].map(rename))
 
 
 def stage_split(work: Path, sessions: list[SyntheticSession], clock: Clock) -> dict:
@@ -278,13 +304,16 @@ def session_length_growth(hours: tuple[float, ...] = LONG_HOURS) -> list[dict]:
     return rows
 
 
-def run_stage(stage: str, scale: float, work: Path) -> dict:
+def run_stage(stage: str, scale: float, work: Path, full: bool = False) -> dict:
     """Run one stage in this process; return its CPU and wall seconds, the process's peak RSS, what it made."""
     sessions = synth_sessions(scale)
     if stage == "plan" and not (work / "corpus").is_dir():
         write_corpus(sessions, work / "corpus")
     clock = Clock()
-    info = globals()[f"stage_{stage}"](work, sessions, clock)
+    if stage == "segment":
+        info = stage_segment(work, sessions, clock, timed=full or scale <= TIMED_SEGMENT_MAX_SCALE)
+    else:
+        info = globals()[f"stage_{stage}"](work, sessions, clock)
     if stage == "index":  # here, so the no-op run starts in a process with cold caches
         (work / "faked.json").write_text(json.dumps(fake_outputs(work)))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -294,11 +323,12 @@ def run_stage(stage: str, scale: float, work: Path) -> dict:
 # ---- the driver -----------------------------------------------------------------------------------------
 
 
-def measure_scale(scale: float, work: Path, stages: tuple[str, ...]) -> list[dict]:
+def measure_scale(scale: float, work: Path, stages: tuple[str, ...], full: bool) -> list[dict]:
     """Every stage of one scale, each in a fresh interpreter (peak RSS per stage, cold caches like a new run)."""
     rows = []
     for stage in stages:
         cmd = [sys.executable, __file__, "--stage", stage, "--scale", str(scale), "--workdir", str(work)]
+        cmd += ["--full"] if full else []
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode:
             raise RuntimeError(f"{stage} at {scale}x failed:\n{done.stderr[-4000:]}")
@@ -322,10 +352,10 @@ def report(rows: list[dict], scales: list[float]) -> str:
     head = "| stage | " + " | ".join(f"{s:g}x CPU s" for s in scales) + " | exponent | peak MB |"
     lines = [head, "|" + "---|" * (len(scales) + 3)]
     for stage in STAGES:
-        mine = {r["scale"]: r for r in rows if r["stage"] == stage}
+        mine = {r["scale"]: r for r in rows if r["stage"] == stage and r.get("timed", True)}
         if not mine:
             continue
-        cells = [f"{mine[s]['cpu_s']:.2f}" if s in mine else "-" for s in scales]
+        cells = [f"{mine[s]['cpu_s']:.2f}" if s in mine else "not timed" for s in scales]
         fit = sorted(s for s in mine if s >= 0.99 * min(scales[1:] or scales))  # 0.1x is mostly start-up
         exponent = growth_exponent(fit, [mine[s]["cpu_s"] for s in fit])
         peak = max(r["peak_mb"] for r in mine.values())
@@ -337,6 +367,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", type=lambda v: [float(x) for x in v.split(",")], default=[0.1, 1, 3, 10])
     parser.add_argument("--quick", action="store_true", help="scales 0.1, 0.3, 1")
+    parser.add_argument("--full", action="store_true", help=f"time the segment stage above "
+                                                             f"{TIMED_SEGMENT_MAX_SCALE:g}x too (about 5 CPU min at 10x)")
     parser.add_argument("--stages", default=",".join(STAGES))
     parser.add_argument("--hours", type=lambda v: [float(x) for x in v.split(",")], default=list(LONG_HOURS),
                         help="session lengths (h) of the per-session probe; 0 = skip it")
@@ -349,7 +381,7 @@ def main() -> None:
         print(json.dumps(session_length_growth(tuple(args.hours))))
         return
     if args.stage:  # one stage in this process
-        print(json.dumps(run_stage(args.stage, args.scale, args.workdir)))
+        print(json.dumps(run_stage(args.stage, args.scale, args.workdir, args.full)))
         return
     scales = [0.1, 0.3, 1.0] if args.quick else args.scales
     stages = tuple(args.stages.split(","))
@@ -359,7 +391,7 @@ def main() -> None:
         for scale in scales:
             people, n = corpus_shape(scale)
             print(f"{scale:g}x: {people} people, {n} sessions, {n * PAPER['session_s'] / 3600:g} h", flush=True)
-            rows += measure_scale(scale, root / f"scale_{scale:g}", stages)
+            rows += measure_scale(scale, root / f"scale_{scale:g}", stages, args.full)
     print("\n" + report(rows, scales))
     hours = [h for h in ([0.5, 2.0] if args.quick else args.hours) if h > 0]
     if hours:
