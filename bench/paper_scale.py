@@ -1,7 +1,7 @@
 """A 90-hour dry run: the build's metadata stages on a synthetic paper-size corpus, 0.1x to 10x.
 
-    .venv/bin/python bench/paper_scale.py                  # scales 0.1, 1, 3, 10 (about 10 min on 2 cores)
-    .venv/bin/python bench/paper_scale.py --quick          # scales 0.1, 0.3, 1 (about 1 min)
+    .venv/bin/python bench/paper_scale.py                  # scales 0.1, 1, 3, 10 (about 5 CPU min)
+    .venv/bin/python bench/paper_scale.py --quick          # scales 0.1, 0.3, 1 (about 1 CPU min)
     .venv/bin/python bench/paper_scale.py --scales 1 --keep DIR
 
 The corpus is the paper's (paper §IV): 24 people in one-on-one calls, 180 sessions of 30 min = 90 h
@@ -170,13 +170,14 @@ def stage_segment(work: Path, sessions: list[SyntheticSession], clock: Clock, ti
 
     cfg, folder, counts = build_cfg(), work / "segments", {"segments": 0, "overlap": 0, "dropped": 0}
     folder.mkdir(exist_ok=True)
-    patterns: dict[int, tuple[SyntheticSession, pd.DataFrame]] = {}
+    patterns: dict[int, tuple[SyntheticSession, pd.DataFrame, int]] = {}
     for session in sessions:
         if not timed and session.seed in patterns:
-            first, table = patterns[session.seed]
+            first, table, dropped = patterns[session.seed]
             _copy_segments(table, first, session).to_parquet(folder / f"{session.session_id}.parquet", index=False)
             counts["segments"] += int((~table["overlap_extra"]).sum())
             counts["overlap"] += int(table["overlap_extra"].sum())
+            counts["dropped"] += dropped
             continue
         heads = {p: head_table(session, p) for p in session.participants}
         fbanks = {p: len(t) * FBANK_FRAMES_PER_HEAD for p, t in heads.items()}
@@ -184,7 +185,7 @@ def stage_segment(work: Path, sessions: list[SyntheticSession], clock: Clock, ti
         with clock:
             result = build_session_segments(session.session_id, turns, list(session.participants), heads, fbanks,
                                             cfg.session)
-        patterns[session.seed] = session, result.segments
+        patterns[session.seed] = session, result.segments, result.stats["n_dropped"]
         result.segments.to_parquet(folder / f"{session.session_id}.parquet", index=False)
         counts["segments"] += result.stats["n_segments"]
         counts["overlap"] += result.stats["n_overlap_extra"]
