@@ -99,3 +99,23 @@ def test_report_fits_growth_exponents(bench):
     table = bench.report(rows, [0.1, 1, 10])
     assert "| split | 1.00 | 1.00 | 10.00 | 1.00 | 100 |" in table
     json.dumps(rows)
+
+
+def test_bisection_lookups_agree_with_full_scans(bench, tmp_path):
+    """The floor and bid lookups bisect rows in time order and scan rows in any other order: on a
+    paper-like session both must name the same holders and kinds."""
+    from pipeline.conversation.floor import classify_bids, derive_floor, talk_table
+
+    session = bench.synth_sessions(0.02)[1]
+    path = tmp_path / "turns.csv"
+    path.write_text("participant_id,start_s,end_s\n" + "".join(f"{p},{s},{e}\n" for p, s, e in
+                                                                bench.session_turns(session)))
+    turns, people = read_turns(path), list(session.participants)
+    floor = derive_floor(turns, people)
+    shuffled = floor.sample(frac=1, random_state=0).reset_index(drop=True)
+    ordered = find_backchannels(turns, floor, participant_ids=people)
+    assert (ordered["holder_id"] != "").mean() > 0.9
+    pd.testing.assert_frame_equal(ordered, find_backchannels(turns, shuffled, participant_ids=people))
+    bids = classify_bids(turns, people)
+    reversed_bids = bids[::-1]  # out of start order: the scan
+    pd.testing.assert_frame_equal(talk_table(turns, bids), talk_table(turns, reversed_bids))
