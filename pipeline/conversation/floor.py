@@ -121,18 +121,8 @@ def find_backchannels(
     if participant_ids is None:
         participant_ids = sorted({str(p) for p in turns["participant_id"]})
     bids = _classified_bids(turns, participant_ids, merge_gap_s, backchannel_max_s, floor_hold_s)
-    rows = []
-    for p, s, e, is_bc in bids:
-        if not is_bc:
-            continue
-        holder = ""
-        if floor is not None and len(floor):
-            best = 0.0
-            for h, fs, fe in zip(floor["holder_id"], floor["start_s"], floor["end_s"], strict=True):
-                ov = min(e, fe) - max(s, fs)
-                if h != p and ov > best:
-                    best, holder = ov, str(h)
-        rows.append((p, s, e, holder))
+    holders = _FloorLookup(floor)
+    rows = [(p, s, e, holders.most_overlapped(p, s, e)) for p, s, e, is_bc in bids if is_bc]
     return pd.DataFrame(
         {
             "participant_id": pd.Series([r[0] for r in rows], dtype=str),
@@ -141,6 +131,34 @@ def find_backchannels(
             "holder_id": pd.Series([r[3] for r in rows], dtype=str),
         }
     )
+
+
+class _FloorLookup:
+    """Which floor holder a span overlaps most, in time proportional to the rows it overlaps.
+
+    Floor rows come in time order and never overlap (`derive_floor`), so the rows a span overlaps are
+    one run found by bisection; rows in any other order are scanned whole. Either way the first row
+    (in table order) with the largest positive overlap wins, so both give the same holder.
+    """
+
+    def __init__(self, floor: pd.DataFrame | None) -> None:
+        empty = floor is None or not len(floor)
+        self.holders = [] if empty else [str(h) for h in floor["holder_id"]]
+        self.starts = [] if empty else [float(x) for x in floor["start_s"]]
+        self.ends = [] if empty else [float(x) for x in floor["end_s"]]
+        self.ordered = all(a <= b for a, b in zip(self.starts, self.starts[1:], strict=False)) and all(
+            a <= b for a, b in zip(self.ends, self.ends[1:], strict=False))
+
+    def most_overlapped(self, participant: str, s: float, e: float) -> str:
+        """The holder (not `participant`) of the row overlapping [s, e] most; "" when none overlaps."""
+        lo, hi = (bisect.bisect_right(self.ends, s), bisect.bisect_left(self.starts, e)) if self.ordered \
+            else (0, len(self.holders))
+        best, holder = 0.0, ""
+        for i in range(lo, hi):
+            ov = min(e, self.ends[i]) - max(s, self.starts[i])
+            if self.holders[i] != participant and ov > best:
+                best, holder = ov, self.holders[i]
+        return holder
 
 
 def classify_bids(
@@ -235,10 +253,11 @@ def talk_table(turns: pd.DataFrame, bids: list[Bid]) -> pd.DataFrame:
     by_person: dict[str, list[Bid]] = {}
     for b in bids:
         by_person.setdefault(b[0], []).append(b)
+    lookups = {p: _BidLookup(mine) for p, mine in by_person.items()}
     rows = []
     for p, s, e in zip(turns["participant_id"].astype(str), turns["start_s"].astype(float),
                        turns["end_s"].astype(float), strict=True):
-        bid = next((b for b in by_person.get(p, []) if b[1] - _EPS <= s and e <= b[2] + _EPS), None)
+        bid = lookups[p].first_containing(s, e) if p in lookups else None
         if bid is None:
             raise ValueError(f"talk span {p} {s}-{e} s lies in no floor bid")
         rows.append((p, s, e, TALK_KINDS[int(bid[3])]))
@@ -249,3 +268,26 @@ def talk_table(turns: pd.DataFrame, bids: list[Bid]) -> pd.DataFrame:
         "end_s": pd.Series([r[2] for r in rows], dtype="float64"),
         "kind": pd.Series([r[3] for r in rows], dtype=str),
     })
+
+
+class _BidLookup:
+    """The first of one person's bids (in list order) that contains a span, by bisection.
+
+    One person's bids are disjoint and in start order (rule 1), so ends rise with starts and the
+    containing bids are a run just before the first bid starting after the span; bids in any other
+    order are scanned whole, with the same answer.
+    """
+
+    def __init__(self, bids: list[Bid]) -> None:
+        self.bids = bids
+        self.starts = [b[1] - _EPS for b in bids]
+        self.ordered = all(a[1] <= b[1] and a[2] <= b[2] for a, b in zip(bids, bids[1:], strict=False))
+
+    def first_containing(self, s: float, e: float) -> Bid | None:
+        if not self.ordered:
+            return next((b for b in self.bids if b[1] - _EPS <= s and e <= b[2] + _EPS), None)
+        found = None
+        j = bisect.bisect_right(self.starts, s) - 1  # the last bid starting at or before s (with tolerance)
+        while j >= 0 and e <= self.bids[j][2] + _EPS:  # ends fall going back: stop at the first too short
+            found, j = self.bids[j], j - 1
+        return found

@@ -6,6 +6,7 @@ the head / FBank / SSL grids and never drift through float arithmetic.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Collection, Mapping
 
@@ -107,13 +108,20 @@ def listener_stretches(
         if f1 > f0:
             out.append((listener, speaker, f0, f1))
 
+    spans = {p: sorted(t) for p, t in talk.items()}
+    # where a floor interval's scan may start: past spans ending before it (when ends rise with starts,
+    # as for one person's merged talk; else from the first span), so the pass is not floor x talk
+    ends = {p: [e for _, e in t] for p, t in spans.items()}
+    rising = {p: all(a <= b for a, b in zip(e, e[1:], strict=False)) for p, e in ends.items()}
     for holder, start, end in zip(floor["holder_id"], floor["start_s"], floor["end_s"], strict=True):
         speaker, z = str(holder), float(end)
         if speaker not in people:
             raise ValueError(f"floor holder {speaker!r} is not in participant_ids {people}")
         for listener in (p for p in people if p != speaker):
             cursor = float(start)
-            for s, e in sorted(talk[listener]):
+            mine = spans[listener]
+            for i in range(bisect.bisect_right(ends[listener], cursor) if rising[listener] else 0, len(mine)):
+                s, e = mine[i]
                 if e <= cursor:
                     continue
                 if s >= z:

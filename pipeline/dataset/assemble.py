@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,7 +74,7 @@ def load_talk(inputs: SessionInputs) -> dict[tuple[str, str], list[tuple[float, 
     return spans
 
 
-def _segment_arrays(seg: pd.Series, heads: dict[str, pd.DataFrame], fbanks: dict[str, np.ndarray],
+def _segment_arrays(seg: Mapping[str, Any], heads: dict[str, pd.DataFrame], fbanks: dict[str, np.ndarray],
                     talk: dict[tuple[str, str], list[tuple[float, float]]], head_cols: list[str],
                     fbank_dtype: str) -> dict[str, np.ndarray]:
     a = int(round(seg["start_s"] / HEAD_HOP_S))
@@ -103,7 +105,7 @@ def _segment_arrays(seg: pd.Series, heads: dict[str, pd.DataFrame], fbanks: dict
     }
 
 
-def _ssl_arrays(seg: pd.Series, tables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _ssl_arrays(seg: Mapping[str, Any], tables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     a = int(round(seg["start_s"] / HEAD_HOP_S))
     n = int(seg["n_frames"])
     feats = tables[seg["speaker_id"]][a * SSL_FRAMES_PER_HEAD:(a + n) * SSL_FRAMES_PER_HEAD]
