@@ -53,19 +53,23 @@ def _core_arrays(seg: pd.Series, fbank_dtype: str) -> dict[str, np.ndarray]:
 def _ssl_arrays(seg: pd.Series, base: np.ndarray) -> dict[str, np.ndarray]:
     k, n = int(seg["index"]), int(seg["n_frames"])
     start = (k * 7) % (len(base) - n)
+    if base.dtype == np.uint16:  # bfloat16 bit patterns
+        return {"ssl": base[start:start + n] ^ np.uint16(k % 50)}  # flips low mantissa bits only
     return {"ssl": base[start:start + n] + np.float16(k % 50 * 0.01)}  # distinct per segment, no RNG cost
 
 
 def write_synthetic_dataset(out: Path, *, n_segments: int, layers: int = 13, dim: int = 768,
-                            fbank_dtype: str = "float32", valid_every: int = 0, seed: int = 0) -> str:
+                            fbank_dtype: str = "float32", ssl_dtype: str = "float16", valid_every: int = 0,
+                            frames: tuple[int, int] = (75, 138), seed: int = 0) -> str:
     """A built-dataset folder of `n_segments` random segments (6-11 s) in the real shard format, with
-    one float16 SSL set [F, 4, layers, dim]; every `valid_every`-th segment in the valid split. Returns
-    the SSL set name."""
+    one SSL set [F, 4, layers, dim] (float16, or bfloat16 stored as uint16 bits as the SSL stage does);
+    every `valid_every`-th segment in the valid split; `frames`: [shortest, longest + 1) head frames.
+    Returns the SSL set name."""
     from pipeline.common.fsutil import file_entry
     from pipeline.dataset.shards import write_shard_set
 
     rng = np.random.default_rng(seed)
-    n_frames = rng.integers(75, 138, n_segments)  # 6.0-10.96 s at 12.5 fps
+    n_frames = rng.integers(*frames, n_segments)  # default 6.0-10.96 s at 12.5 fps
     segments = pd.DataFrame({"index": np.arange(n_segments), "segment_id": [f"seg{k:05d}" for k in range(n_segments)],
                              "session_id": [f"s{k // 10:04d}" for k in range(n_segments)], "n_frames": n_frames,
                              "split": ["valid" if valid_every and k % valid_every == 1 else "train"
@@ -73,8 +77,9 @@ def write_synthetic_dataset(out: Path, *, n_segments: int, layers: int = 13, dim
     spec = {"format_version": 3, "head_columns": HEAD_COLUMNS, "fbank_dtype": fbank_dtype}
     core = write_shard_set(segments, out / "shards" / "synthetic", load_session=lambda s: None,
                            make_arrays=lambda seg, _: _core_arrays(seg, fbank_dtype), max_bytes=64 << 20, spec=spec)
-    base = rng.standard_normal((256, 4, layers, dim), dtype=np.float32).astype(np.float16)
-    ssl_spec = {"model": "synthetic", "mode": "attention", "hidden_states": layers, "dim": dim, "dtype": "float16"}
+    base = rng.standard_normal((256, 4, layers, dim), dtype=np.float32)
+    base = (base.view(np.uint32) >> 16).astype(np.uint16) if ssl_dtype == "bfloat16" else base.astype(np.float16)
+    ssl_spec = {"model": "synthetic", "mode": "attention", "hidden_states": layers, "dim": dim, "dtype": ssl_dtype}
     write_shard_set(segments, out / "ssl" / SSL_SET / "set0", load_session=lambda s: None,
                     make_arrays=lambda seg, _: _ssl_arrays(seg, base), max_bytes=256 << 20, spec=ssl_spec)
     table = segments.drop(columns=["index"]).merge(core, on="segment_id")

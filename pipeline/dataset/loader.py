@@ -48,6 +48,9 @@ _NUMPY_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16"
                  "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_}
 
 
+MAX_OPEN_SHARDS = 64  # per process: a paper-size SSL set has thousands of shards, a process ~1024 descriptors
+
+
 class MappedShard:
     """A safetensors file's tensors as read-only numpy views of one memory map: indexing a view reads
     only the bytes of the selected elements (rows of one segment, hidden states of the used layers)."""
@@ -121,8 +124,12 @@ class LHGDataset:
         return len(self.segments)
 
     def _shard(self, name: str, expected: tuple[str, ...] | None = None) -> MappedShard:
-        handle = self._handles.get(name)
-        if handle is None:
+        handle = self._handles.pop(name, None)
+        if handle is not None:
+            self._handles[name] = handle  # most recently used last
+        else:
+            if len(self._handles) >= MAX_OPEN_SHARDS:  # each map holds a file descriptor
+                del self._handles[next(iter(self._handles))]  # items are copies: nothing else uses it
             path = self.dataset_dir / name
             try:
                 handle = MappedShard(path)
