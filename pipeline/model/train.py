@@ -32,7 +32,7 @@ import numpy as np
 
 from pipeline.common.fsutil import output_lock, write_json_atomic
 from pipeline.common.runtime import resolve_device
-from pipeline.common.settings import setting
+from pipeline.common.settings import at_least, check_settings, setting
 from pipeline.dataset.normalization import NORMALIZATION_FILE
 from pipeline.model import batches as data_path
 from pipeline.model.batches import collate
@@ -43,9 +43,9 @@ from schemas.conventions import CONTEXT_FRAMES
 log = logging.getLogger(__name__)
 
 
-def _loader_setting(default: int, help: str) -> Any:
+def _loader_setting(default: int, help: str, lowest: int) -> Any:
     """A `setting` left out of TrainConfig equality: resuming compares settings, and these change no result."""
-    spec = setting(default, help)
+    spec = setting(default, help, check=at_least(lowest))
     return field(default=default, metadata=spec.metadata, compare=False)
 
 
@@ -78,8 +78,8 @@ class TrainConfig:
     # how the batches are read: no effect on the results (identical batches for any value), so a run
     # may resume with other values (compare=False)
     loader_workers: int = _loader_setting(-1, "DataLoader worker processes; -1 = auto: 0 on CPU (the model's "
-                                              "threads use the cores), min(8, cores - 1) on a GPU")
-    loader_prefetch: int = _loader_setting(2, "batches each loader worker prepares ahead")
+                                              "threads use the cores), min(8, cores - 1) on a GPU", -1)
+    loader_prefetch: int = _loader_setting(2, "batches each loader worker prepares ahead", 1)
     # std (normalised units) of Gaussian noise added to the listener-head input while training: the
     # model cannot lean on a perfect history it will not have when generating (not in the paper: 0)
     listener_noise: float = 0.0
@@ -87,6 +87,9 @@ class TrainConfig:
     # predicted derivatives are auxiliary (generation feeds back the statics and recomputes them), and
     # their frame differences are mostly noise that would otherwise outweigh the statics 2:1 (paper: 1)
     derivative_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
