@@ -90,6 +90,9 @@ class LHGDataset:
         self.dataset_dir = Path(dataset_dir)
         table = read_segments(self.dataset_dir)
         self.segments = table[table["split"] == split].reset_index(drop=True)
+        # per-item lookups as plain arrays: a pandas row access costs more than reading a segment's heads
+        self._where = (self.segments["segment_id"].tolist(), self.segments["shard"].tolist(),
+                       self.segments["offset"].to_numpy(np.int64), self.segments["n_frames"].to_numpy(np.int64))
         self.normalize = normalize
         # False: FBank in its stored dtype, not standardised (the trainer does that on the device)
         self.normalize_speech = normalize if normalize_speech is None else normalize_speech
@@ -141,11 +144,11 @@ class LHGDataset:
         return handle
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        row = self.segments.iloc[index]
-        shard = self._shard(row["shard"])
-        a, b = int(row["offset"]), int(row["offset"]) + int(row["n_frames"])
+        segment_ids, shards, offsets, n_frames = self._where
+        shard = self._shard(shards[index])
+        a, b = int(offsets[index]), int(offsets[index] + n_frames[index])
         listener, speaker = shard["listener_head"][a:b], shard["speaker_head"][a:b]
-        item: dict[str, Any] = {"segment_id": row["segment_id"]}
+        item: dict[str, Any] = {"segment_id": segment_ids[index]}
         if self.normalize:
             listener, speaker = self._norm.head.apply(listener), self._norm.head.apply(speaker)
         item["listener_head"] = np.nan_to_num(listener, nan=0.0).astype(np.float32)
