@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +32,21 @@ import numpy as np
 
 from pipeline.common.fsutil import output_lock, write_json_atomic
 from pipeline.common.runtime import resolve_device
-from pipeline.common.settings import setting
+from pipeline.common.settings import at_least, check_settings, setting
 from pipeline.dataset.normalization import NORMALIZATION_FILE
+from pipeline.model import batches as data_path
+from pipeline.model.batches import collate
 from pipeline.model.checkpoints import CHECKPOINT_TRAIN_STATE, CheckpointError
 from pipeline.model.run_folder import read_log, resumable, save_epoch, write_log
 from schemas.conventions import CONTEXT_FRAMES
 
 log = logging.getLogger(__name__)
+
+
+def _loader_setting(default: int, help: str, lowest: int) -> Any:
+    """A `setting` left out of TrainConfig equality: resuming compares settings, and these change no result."""
+    spec = setting(default, help, check=at_least(lowest))
+    return field(default=default, metadata=spec.metadata, compare=False)
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,11 @@ class TrainConfig:
     device: str = setting("auto", "auto (GPU when present), cpu or cuda")
     # bf16 mixed-precision forward (no loss scaling needed for bf16)
     amp: str = setting("", "mixed precision", choices=("", "bfloat16"))
+    # how the batches are read: no effect on the results (identical batches for any value), so a run
+    # may resume with other values (compare=False)
+    loader_workers: int = _loader_setting(-1, "DataLoader worker processes; -1 = auto: 0 on CPU (the model's "
+                                              "threads use the cores), min(8, cores - 1) on a GPU", -1)
+    loader_prefetch: int = _loader_setting(2, "batches each loader worker prepares ahead", 1)
     # std (normalised units) of Gaussian noise added to the listener-head input while training: the
     # model cannot lean on a perfect history it will not have when generating (not in the paper: 0)
     listener_noise: float = 0.0
@@ -74,6 +87,9 @@ class TrainConfig:
     # predicted derivatives are auxiliary (generation feeds back the statics and recomputes them), and
     # their frame differences are mostly noise that would otherwise outweigh the statics 2:1 (paper: 1)
     derivative_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,28 +116,6 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
-
-
-def collate(items: list[dict]) -> dict:
-    """Pad a list of segments to the longest; `frame_mask` marks real frames."""
-    import torch
-
-    longest = max(int(it["listener_head"].shape[0]) for it in items)
-    batch: dict[str, Any] = {"segment_id": [it["segment_id"] for it in items]}
-    for key in ("listener_head", "speaker_head", "speech", "ssl", "listener_valid"):
-        if key not in items[0]:
-            continue
-        tensors = [it[key] for it in items]
-        shape = (len(items), longest, *tensors[0].shape[1:])
-        out = torch.zeros(shape, dtype=tensors[0].dtype)
-        for i, t in enumerate(tensors):
-            out[i, : t.shape[0]] = t
-        batch[key] = out
-    mask = torch.zeros(len(items), longest, dtype=torch.bool)
-    for i, it in enumerate(items):
-        mask[i, : it["listener_head"].shape[0]] = True
-    batch["frame_mask"] = mask
-    return batch
 
 
 def _speech(batch: dict, cfg: TrainConfig):
@@ -170,9 +164,9 @@ def model_config_for(cfg: TrainConfig, sample: dict, gains: list[float] | None =
 def open_split(dataset_dir: str | Path, split: str, cfg: TrainConfig):
     from pipeline.dataset.loader import LHGDataset
 
-    return LHGDataset(dataset_dir, split, ssl=cfg.ssl_set or None,
-                      ssl_layers=list(cfg.ssl_layers) or None) if cfg.speech != "fbank" else \
-        LHGDataset(dataset_dir, split)
+    if cfg.speech == "fbank":  # raw FBank in its stored dtype: `to_device` standardises it on the device
+        return LHGDataset(dataset_dir, split, normalize_speech=False)
+    return LHGDataset(dataset_dir, split, ssl=cfg.ssl_set or None, ssl_layers=list(cfg.ssl_layers) or None)
 
 
 def feature_spec(dataset_dir: str | Path, cfg: TrainConfig) -> dict:
@@ -185,17 +179,19 @@ def feature_spec(dataset_dir: str | Path, cfg: TrainConfig) -> dict:
             "ssl_layers": list(cfg.ssl_layers), "ssl": ssl}
 
 
-def batch_loss(model, batch: dict, cfg: TrainConfig, device):
+def batch_loss(model, batch: dict, cfg: TrainConfig, device, speech_norm: tuple | None = None):
+    """Loss of a loader batch; `speech_norm` (`speech_standardizer`) standardises raw FBank on the device."""
     import torch
 
     from pipeline.model.network import masked_huber_loss, target_frames
 
-    listener = batch["listener_head"].to(device)
-    valid = (batch["listener_valid"] & batch["frame_mask"]).to(device)
+    batch = data_path.to_device(batch, device, speech_norm)
+    listener = batch["listener_head"]
+    valid = batch["listener_valid"] & batch["frame_mask"]
     history = listener
     if cfg.listener_noise > 0 and model.training:
         history = listener + cfg.listener_noise * torch.randn_like(listener)
-    pred = model(_speech(batch, cfg).to(device), batch["speaker_head"].to(device), history)
+    pred = model(_speech(batch, cfg), batch["speaker_head"], history)
     if model.cfg.causal_deltas:  # a target's differences need its two previous frames valid too
         valid = valid.clone()
         valid[:, 1:] &= valid[:, :-1].clone()
@@ -209,14 +205,14 @@ def batch_loss(model, batch: dict, cfg: TrainConfig, device):
                              channel_weights=weights)
 
 
-def evaluate_loss(model, loader, cfg: TrainConfig, device) -> float:
+def evaluate_loss(model, loader, cfg: TrainConfig, device, speech_norm: tuple | None = None) -> float:
     import torch
 
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
         for batch in loader:
-            total += float(batch_loss(model, batch, cfg, device)) * len(batch["segment_id"])
+            total += float(batch_loss(model, batch, cfg, device, speech_norm)) * len(batch["segment_id"])
             count += len(batch["segment_id"])
     return total / max(count, 1)
 
@@ -241,7 +237,6 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
 
 def _train(dataset_dir: Path, run_dir: Path, cfg: TrainConfig, stop_after_epochs: int | None, progress: bool) -> dict:
     import torch
-    from torch.utils.data import DataLoader
 
     from pipeline.dataset.loader import LHGDataset
     from pipeline.dataset.manifest import require_intact
@@ -261,18 +256,27 @@ def _train(dataset_dir: Path, run_dir: Path, cfg: TrainConfig, stop_after_epochs
              "steps_per_epoch": math.ceil(len(train_set) / cfg.batch_size)}
     model, optimizer, scheduler, (start_epoch, best_val, history) = _model_and_state(run_dir, cfg, model_cfg,
                                                                                    device, extra)
-    valid_loader = DataLoader(valid_set, batch_size=cfg.batch_size, collate_fn=collate)
-    log.info("training %s/%s on %s: %d train / %d valid segments, epochs %d-%d -> %s", cfg.arch, cfg.speech,
-                device, len(train_set), len(valid_set), start_epoch + 1, cfg.epochs, run_dir)
+    speech_norm = data_path.speech_standardizer(normalization["speech_fbank"] if cfg.speech == "fbank" else None,
+                                                device)
+    workers = data_path.worker_count(cfg.loader_workers, device)
+    order = data_path.EpochOrder(len(train_set), cfg.seed)
+    train_loader, valid_loader = (
+        data_path.make_loader(data, batch_size=cfg.batch_size, workers=workers, prefetch=cfg.loader_prefetch,
+                              device=device, seed=cfg.seed, order=sampler)
+        for data, sampler in ((train_set, order), (valid_set, None)))
+    log.info("training %s/%s on %s: %d train / %d valid segments, %d loader workers, epochs %d-%d -> %s",
+             cfg.arch, cfg.speech, device, len(train_set), len(valid_set), workers, start_epoch + 1, cfg.epochs,
+             run_dir)
     bar = _progress(cfg.epochs, start_epoch, progress)
     for epoch in range(start_epoch, cfg.epochs):
         started = time.perf_counter()
-        total, count, load_s = _train_epoch(model, train_set, optimizer, cfg, device, epoch)
+        order.set_epoch(epoch)
+        total, count, load_s = _train_epoch(model, train_loader, optimizer, cfg, device, speech_norm)
         train_s = time.perf_counter() - started
         scheduler.step()
         train_loss = total / max(count, 1)
         _refuse_divergence(model, train_loss, epoch, run_dir)
-        val_loss = evaluate_loss(model, valid_loader, cfg, device) if len(valid_set) else float("nan")
+        val_loss = _validate(model, valid_loader, cfg, device, speech_norm) if len(valid_set) else float("nan")
         seconds = time.perf_counter() - started
         history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": val_loss,
                         "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 3),
@@ -293,6 +297,15 @@ def _train(dataset_dir: Path, run_dir: Path, cfg: TrainConfig, stop_after_epochs
                "model": model_cfg.to_dict(), "train": cfg.to_dict()}
     write_json_atomic(run_dir / "summary.json", summary)
     return summary
+
+
+def _validate(model: Any, loader: Any, cfg: TrainConfig, device: Any, speech_norm: tuple | None) -> float:
+    """The valid loss, after one draw from the global RNG: the validation loader of earlier versions drew
+    its base seed there on every pass, so dropout streams (and runs resumed across versions) stay the same."""
+    import torch
+
+    torch.empty((), dtype=torch.int64).random_()
+    return evaluate_loss(model, loader, cfg, device, speech_norm)
 
 
 def _model_and_state(run_dir: Path, cfg: TrainConfig, model_cfg: Any, device: Any, extra: dict) -> tuple:
@@ -353,21 +366,18 @@ def parameter_groups(model: Any, cfg: TrainConfig) -> list[dict]:
             {"params": logits, "lr": cfg.layer_weight_lr}]
 
 
-def _train_epoch(model: Any, train_set: Any, optimizer: Any, cfg: TrainConfig, device: Any,
-                 epoch: int) -> tuple[float, int, float]:
-    """One pass over the train split -> (summed loss x segments, segments, seconds waiting for data)."""
+def _train_epoch(model: Any, loader: Any, optimizer: Any, cfg: TrainConfig, device: Any,
+                 speech_norm: tuple | None) -> tuple[float, int, float]:
+    """One pass over the train loader -> (summed loss x segments, segments, seconds waiting for data)."""
     import torch
-    from torch.utils.data import DataLoader
 
     model.train()
-    order = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # same order after a resume
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=order, collate_fn=collate)
     total, count, load_s = 0.0, 0, 0.0
     tick = time.perf_counter()
     for batch in loader:
         load_s += time.perf_counter() - tick
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bfloat16"):
-            loss = batch_loss(model, batch, cfg, device)
+            loss = batch_loss(model, batch, cfg, device, speech_norm)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
