@@ -185,7 +185,9 @@ def _align(files: ZoomFiles, ids: dict[str, str]) -> dict[str, TrackAlignment]:
     names = sorted(files.tracks)
     try:
         results = align_tracks([files.tracks[n] for n in names], files.video)
-    except MediaError:
+    except MediaError as exc:
+        if exc.path != str(files.video):
+            raise  # a track that cannot be decoded: named by the error itself
         if files.mixed_audio is None:
             raise ImportRefused(files.video, "the video has no audio stream and there is no mixed audio "
                                              "(audio_only.m4a): nothing to align the tracks against") from None
