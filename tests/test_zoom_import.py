@@ -177,3 +177,19 @@ def test_luigi_import_then_build_with_automatic_turns(gallery: ZoomSample, tmp_p
     assert (pd.read_parquet(dataset / "segments.parquet")["session_id"] == sid).sum() > 0
     assert (dataset / "annotations" / f"{sid}.TextGrid").is_file()
     assert "1 of 1 session(s) use automatic turns" in (dataset / "data_card.md").read_text()
+
+
+def test_undecodable_track_is_named(gallery: ZoomSample, tmp_path: Path, caplog) -> None:
+    """A broken track is the error, not a reason to re-align everything against the mixed audio."""
+    import shutil
+
+    from pipeline.common.errors import MediaError
+
+    folder = tmp_path / gallery.folder.name
+    shutil.copytree(gallery.folder, folder)
+    track = next((folder / "Audio Record").glob("audioMeiTanaka*.m4a"))
+    track.write_bytes(b"\x00" * 4096)
+    with pytest.raises(MediaError) as caught:
+        import_zoom(folder, tmp_path / "corpus")
+    assert caught.value.path == str(track)
+    assert "no usable audio stream" not in caplog.text
