@@ -25,15 +25,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from pipeline.ingest.tiles import iou  # noqa: E402
 from pipeline.ingest.zoom import import_zoom  # noqa: E402
 from pipeline.media.audio import decode_audio  # noqa: E402
 from pipeline.sample.zoom_folder import make_zoom_folder  # noqa: E402
-
-
-def iou(a, b) -> float:
-    w = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    h = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    return w * h / float(a[2] * a[3] + b[2] * b[3] - w * h)
 
 
 def main() -> None:

@@ -106,3 +106,18 @@ def test_settings_become_options() -> None:
     assert config_from_arguments(ImportConfig, parser.parse_args([])) == ImportConfig()
     with pytest.raises(SettingError, match="--session-id"):
         config_from_arguments(ImportConfig, parser.parse_args(["--session-id", "a/b"]))
+
+
+def test_refused_table_cells_are_spreadsheet_safe(tmp_path: Path, monkeypatch) -> None:
+    """refused.csv quotes folder names a user chose: a name that starts a formula stays text."""
+    import csv
+
+    from pipeline.ingest.zoom import import_zoom_folders
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "=HYPERLINK(1)").mkdir()
+    done, refused = import_zoom_folders([Path("=HYPERLINK(1)")], tmp_path / "corpus")
+    assert not done and len(refused) == 1
+    with open(tmp_path / "corpus" / "imports" / "refused.csv", newline="", encoding="utf-8") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["zoom_dir"] == "'=HYPERLINK(1)" and row["reason"].startswith("'=HYPERLINK(1)")

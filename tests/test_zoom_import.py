@@ -15,6 +15,7 @@ import pytest
 
 from pipeline.corpus.layout import read_session
 from pipeline.ingest.config import ImportConfig
+from pipeline.ingest.tiles import iou
 from pipeline.ingest.zoom import import_zoom
 from pipeline.ingest.zoom_files import ImportRefused
 from pipeline.sample.zoom_folder import ZoomSample, make_zoom_folder
@@ -22,14 +23,6 @@ from pipeline.sample.zoom_folder import ZoomSample, make_zoom_folder
 OFFSETS = {"AkiraSato": 0.62, "MeiTanaka": 1.87}
 DRIFT = {"MeiTanaka": 4000.0}  # ~ +90 ms over the ~22 s track: above one head frame, so corrected
 OFFSET_TOLERANCE_S = 0.020  # the target
-
-
-def iou(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    h = max(0, min(ay + ah, by + bh) - max(ay, by))
-    return w * h / float(aw * ah + bw * bh - w * h)
 
 
 def rows(session: Path) -> dict[str, dict[str, str]]:

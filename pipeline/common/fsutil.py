@@ -19,7 +19,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +132,35 @@ def write_text_atomic(final: str | Path, text: str) -> None:
 
 def write_json_atomic(final: str | Path, obj: Any) -> None:
     write_text_atomic(final, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+MAX_CELL_CHARS = 1000
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A CSV cell a spreadsheet shows as text: cells that would start a formula get a leading
+    apostrophe (the OWASP CSV-injection rule), and input-derived text is cut to `MAX_CELL_CHARS`."""
+    if not isinstance(value, str):
+        return value
+    if len(value) > MAX_CELL_CHARS:
+        value = value[:MAX_CELL_CHARS] + "..."
+    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
+
+
+def write_csv_atomic(final: str | Path, rows: list[dict[str, Any]], fieldnames: Sequence[str] | None = None,
+                     *, input_text: bool = False) -> None:
+    """A CSV of `rows` (columns `fieldnames`, default the first row's keys), written atomically;
+    `input_text`: cells may carry user-supplied text, so each goes through `spreadsheet_safe`."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fieldnames or rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: spreadsheet_safe(v) for k, v in row.items()} if input_text else row)
+    write_text_atomic(final, buf.getvalue())
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from importlib import metadata, resources
 from pathlib import Path
@@ -13,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.common.errors import quote_input
-from pipeline.common.fsutil import atomic_path, write_text_atomic
+from pipeline.common.fsutil import atomic_path, write_csv_atomic, write_text_atomic
 from schemas.records import Rejection
 from schemas.tables import REJECTED_COLUMNS, SPLITS
 
@@ -24,26 +22,8 @@ PACKAGES = ("numpy", "pandas", "pyarrow", "mediapipe", "opencv-contrib-python", 
 
 
 def write_rejected(path: str | Path, rows: list[Rejection]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=REJECTED_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in sorted(rows, key=lambda r: (r.session_id, r.participant_id, r.stage)):
-        writer.writerow({k: spreadsheet_safe(v) for k, v in row.to_dict().items()})
-    write_text_atomic(path, buf.getvalue())
-
-
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-MAX_CELL_CHARS = 1000
-
-
-def spreadsheet_safe(value: object) -> object:
-    """A CSV cell a spreadsheet shows as text: cells that would start a formula get a leading
-    apostrophe (the OWASP CSV-injection rule), and input-derived text is cut to `MAX_CELL_CHARS`."""
-    if not isinstance(value, str):
-        return value
-    if len(value) > MAX_CELL_CHARS:
-        value = value[:MAX_CELL_CHARS] + "..."
-    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
+    ordered = sorted(rows, key=lambda r: (r.session_id, r.participant_id, r.stage))
+    write_csv_atomic(path, [r.to_dict() for r in ordered], REJECTED_COLUMNS, input_text=True)
 
 
 def _versions() -> str:

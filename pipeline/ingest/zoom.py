@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common.errors import InputError, MediaError
-from pipeline.common.fsutil import file_entry, write_json_atomic, write_text_atomic
+from pipeline.common.fsutil import file_entry, write_csv_atomic, write_json_atomic
 from pipeline.common.logs import progress
 from pipeline.common.settings import SettingError
 from pipeline.corpus.layout import MAX_AUDIO_OFFSET_S
@@ -120,21 +120,10 @@ def import_zoom_folders(zoom_dirs: list[Path], corpus: str | Path,
             refused.append({"zoom_dir": str(folder), "kind": exc.kind, "reason": str(exc)})
     table = Path(corpus) / IMPORTS_FOLDER / REFUSED_FILE
     if refused:
-        write_text_atomic(table, _csv_text(refused))
+        write_csv_atomic(table, refused, input_text=True)  # reasons quote file names
     else:
         table.unlink(missing_ok=True)
     return done, refused
-
-
-def _csv_text(rows: list[dict[str, str]]) -> str:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def _scratch(corpus: Path) -> Path:

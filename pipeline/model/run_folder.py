@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pipeline.common.fsutil import write_text_atomic
+from pipeline.common.fsutil import write_csv_atomic
 from pipeline.model.checkpoints import CHECKPOINT_CONFIG, CHECKPOINT_TRAIN_STATE, CheckpointError
 
 
@@ -63,15 +63,8 @@ def save_epoch(run_dir: Path, model: Any, optimizer: Any, scheduler: Any, extra:
 
 
 def write_log(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
+    if rows:
+        write_csv_atomic(path, rows)
 
 
 def read_log(path: Path) -> list[dict]:
