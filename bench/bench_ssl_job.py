@@ -1,4 +1,4 @@
-"""Peak memory and speed of the pipeline's SSL job (decode -> every hidden state -> .npy on disk)
+"""Peak memory and speed of the pipeline's SSL job (decode -> every hidden state -> a piece on disk)
 on a long recording with a HuBERT-base-sized random-weight model.
 
     .venv/bin/python bench/bench_ssl_job.py --minutes 60 --mode strict
@@ -35,6 +35,7 @@ def main() -> None:
 
     from pipeline.common.runtime import limit_threads
     from pipeline.features.jobs import run_ssl_job
+    from schemas.conventions import HEAD_HOP_S
 
     limit_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="lhg-ssl-job-"))
@@ -56,14 +57,15 @@ def main() -> None:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     job = {"session_id": "bench", "participant_id": "P", "audio": str(audio), "offset_s": 0.0,
            "model": "hubert-base-random", "model_dir": str(work / "hubert-base-random"), "model_tag": "bench",
-           "out_table": str(work / "out.npy"), "out_record": str(work / "out.json"),
+           "out_table": str(work / "out.safetensors"), "out_record": str(work / "out.json"),
+           "spans": [[0, int(seconds / HEAD_HOP_S)]],  # every frame kept: the worst case for memory
            "config": {"mode": args.mode, "window_s": 15.0, "chunk_s": 30.0, "context_s": 5.0, "layers": [],
                       "dtype": "float16", "device": "cpu"}}
     t = time.perf_counter()
     record = run_ssl_job(job)
     elapsed = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    size = (work / "out.npy").stat().st_size
+    size = (work / "out.safetensors").stat().st_size
     print(f"{args.minutes:g} min of audio, mode {args.mode}, {args.threads} threads: record {record['status']}, "
           f"shape {record.get('shape')}")
     print(f"plain forward (30 s, same process): RTF {plain_rtf:.3f}")

@@ -33,7 +33,7 @@ from pipeline.common.settings import (
 from schemas.conventions import MAX_SEGMENT_S, MIN_SEGMENT_S, PAPER5_CHANNELS, STATIC_CHANNELS
 
 # Bump when the algorithm of a stage changes (outputs of older versions are then recomputed).
-CODE_VERSIONS = {"head": 2, "audio": 1, "session": 4, "dataset": 3, "ssl": 1, "turns": 1, "qa": 1}
+CODE_VERSIONS = {"head": 2, "audio": 1, "session": 4, "dataset": 3, "ssl": 2, "turns": 1, "qa": 1}
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,7 @@ class SSLJob(AudioJob):
     model_dir: str = ""  # resolved local checkpoint
     model_tag: str = ""  # readable name + weights hash
     self_check: bool = False  # also measure chunked vs one-pass features (data card)
+    spans: list[list[int]] = field(default_factory=list)  # head-frame ranges [a, b) that segments use
 
 
 _RECORDING_FIELDS = ("status", "stage", "session_id", "participant_id", "table")

@@ -295,9 +295,13 @@ class BuildSplits(BuildSettings, luigi.Task):
         yield [SessionSegments(**common, session_id=s.session_id, session_hash=s.session_hash,
                                head_keys=list(s.head_keys), audio_keys=list(s.audio_keys), turns_key=s.turns_key)
                for s in plan.sessions] + \
-            [AnnotationQA(**common, session_id=s.session_id, qa_key=s.qa_key) for s in plan.sessions if s.qa_key] + \
-            [SSLFeatures(**common, key=k, model=m.model, model_dir=m.model_dir, model_tag=m.model_tag)
-             for m in plan.ssl_models for s in plan.sessions for k in s.audio_keys]
+            [AnnotationQA(**common, session_id=s.session_id, qa_key=s.qa_key) for s in plan.sessions if s.qa_key]
+        if plan.ssl_models:  # SSL jobs store only the frames segments use: they follow the segments
+            from pipeline.dataset.ssl_sets import plan_ssl_pieces
+
+            pieces = plan_ssl_pieces(plan, WorkLayout.of(self.out, cfg))
+            yield [SSLFeatures(**common, key=str(p.key), model=m.model, model_dir=m.model_dir, model_tag=m.model_tag)
+                   for m in plan.ssl_models for p in pieces]
         with output_lock(Path(self.out) / "dataset", "BuildSplits"):  # two runs never interleave their writes
             refuse_other_settings(Path(self.out) / "dataset", cfg, redraw=self.redraw, overwrite=self.overwrite)
             summary = assemble_build(plan, cfg, out=self.out, corpus=self.corpus_dir, build_id=build_id,

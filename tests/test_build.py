@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.common.errors import CorruptOutputError
 from pipeline.dataset.loader import LHGDataset
+from pipeline.dataset.manifest import read_manifest, require_intact
 from pipeline.dataset.plan import plan_build
 from pipeline.evaluation.evaluate import EvalConfig, evaluate
 from pipeline.model.network import load_checkpoint
@@ -221,6 +224,36 @@ def tiny_ssl_checkpoint(folder: Path, kind: str) -> Path:
     return folder
 
 
+def assert_ssl_stored_once(out: Path, corpus: Path, name: str, checkpoint: Path) -> None:
+    """The set's pieces are hard links of the SSL jobs' outputs, which hold only the frames segments use,
+    and a segment's rows equal a one-pass extraction of its speaker's audio at its frames."""
+    from pipeline.corpus.layout import read_session_cached
+    from pipeline.features.speech_ssl import extract_ssl, load_ssl_model
+    from pipeline.media.audio import decode_audio
+
+    set_dir = out / "dataset" / read_manifest(out / "dataset")["ssl"][name]["dir"]
+    pieces = sorted(set_dir.rglob("*.safetensors"))
+    work = {p.stat().st_ino: p for p in (out / "work" / "ssl").rglob("*.safetensors")}
+    assert pieces and all(p.stat().st_ino in work for p in pieces)  # one copy of the bytes on disk
+    assert not list((out / "work" / "ssl").rglob("*.npy"))  # no whole-recording intermediates
+    segments = pd.read_parquet(out / "dataset" / "segments.parquet")
+    data = LHGDataset(out / "dataset", "train", ssl=name, as_torch=False, normalize=False)
+    loaded = load_ssl_model(str(checkpoint), device="cpu")
+    for seg in segments[segments["split"] == "train"].head(3).itertuples():
+        entry = read_session_cached(corpus, seg.session_id).participant(seg.speaker_id)
+        wave = decode_audio(entry.audio, offset_s=entry.audio_offset_s)
+        one_pass = extract_ssl(loaded, wave, mode="strict", dtype="float32")
+        a = int(round(seg.start_s / 0.08)) * 4
+        expected = one_pass[a:a + 4 * seg.n_frames].reshape(seg.n_frames, 4, *one_pass.shape[1:])
+        got = data[int(np.flatnonzero(data.segments["segment_id"] == seg.segment_id)[0])]["ssl"].astype(np.float32)
+        # float16 storage: half an ulp (2^-11 relative) of rounding, plus float32 noise of another thread count
+        rms = float(np.sqrt(np.mean(expected ** 2)))
+        assert np.all(np.abs(got - expected) <= 2.0 ** -11 * np.abs(expected) + 2.0 ** -24 + 1e-5 * rms)
+    records = [json.loads(r.read_text()) for r in (out / "work" / "ssl").rglob("*.json")]
+    stored, recorded = sum(r["shape"][0] for r in records), sum(r["recording_ssl_frames"] for r in records)
+    assert 0 < stored < recorded  # audio no segment uses is not kept
+
+
 def test_ssl_features_add_models_without_rewriting(built, corpus, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(built, out)
@@ -244,6 +277,7 @@ def test_ssl_features_add_models_without_rewriting(built, corpus, tmp_path):
     subset = LHGDataset(out / "dataset", "train", ssl=name, ssl_layers=[0, 2])[0]["ssl"]
     assert tuple(subset.shape[2:]) == (2, 32)
     first_ssl = snapshot(out / "dataset" / "ssl")
+    assert_ssl_stored_once(out, corpus, name, hubert)
     card = (out / "dataset" / "data_card.md").read_text()
     assert name in card and "exactly causal" in card
 
@@ -271,6 +305,14 @@ def test_ssl_features_add_models_without_rewriting(built, corpus, tmp_path):
     after = snapshot(out / "dataset" / "ssl")
     assert all(after[k] == v for k, v in first_ssl.items())  # the first model's shards are untouched
     assert len(LHGDataset.available_ssl(out / "dataset")) == 2
+
+    # a flipped bit in an SSL piece stops training on that set (pieces belong to no split: always hashed)
+    piece = next((out / "dataset" / read_manifest(out / "dataset")["ssl"][name]["dir"]).rglob("*.safetensors"))
+    raw = bytearray(piece.read_bytes())
+    raw[-1] ^= 0x40
+    piece.write_bytes(bytes(raw))
+    with pytest.raises(CorruptOutputError, match=re.escape(piece.name)):
+        require_intact(out / "dataset", splits={"train", "valid"}, ssl_sets={name})
 
     broken = tmp_path / "not-a-model"
     broken.mkdir()

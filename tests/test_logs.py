@@ -162,7 +162,8 @@ def test_ssl_job_in_this_process_shows_seconds_done(tmp_path, monkeypatch, capsy
     record = run_ssl_job({"session_id": "s01", "participant_id": "P01", "config": ssl_cfg,
                           "audio": str(tmp_path / "a.wav"), "offset_s": 0.0, "model": "tiny",
                           "model_dir": str(tmp_path / "tiny"), "model_tag": "tiny-0",
-                          "out_table": str(tmp_path / "f.npy"), "out_record": str(tmp_path / "f.json")})
+                          "out_table": str(tmp_path / "f.safetensors"), "out_record": str(tmp_path / "f.json"),
+                          "spans": [[0, 150]]})  # the whole 12 s
     assert record["status"] == "ok" and record["shape"][0] == 12 * 50
     err = capsys.readouterr().err
     assert "SSL s01/P01" in err and "/12.0" in err  # seconds of audio (redraws are throttled)

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -22,6 +23,8 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 _TMP_NAME = re.compile(r"\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}")
@@ -123,6 +126,26 @@ def atomic_folder(final: str | Path, staging_parent: str | Path | None = None) -
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def link_or_copy(src: Path, dst: Path) -> str:
+    """Hard-link `src` at `dst` (the bytes exist once), copying where the file system cannot link
+    (another device, no link support); returns "hard link" or "copy"."""
+    try:
+        os.link(src, dst)
+        return "hard link"
+    except OSError as exc:
+        log.info("cannot hard-link %s to %s (%s): copying", src, dst, exc.strerror or exc)
+    shutil.copyfile(src, dst)
+    return "copy"
+
+
+def remove_other_folders(folder: Path, keep: set[str]) -> None:
+    """Remove the subfolders of `folder` not named in `keep` (older versions of a keyed output)."""
+    if folder.is_dir():
+        for old in folder.iterdir():
+            if old.is_dir() and old.name not in keep:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 def write_text_atomic(final: str | Path, text: str) -> None:

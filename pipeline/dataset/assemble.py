@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,29 +20,21 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.common.fsutil import atomic_path, stable_hash, write_json_atomic
+from pipeline.common.fsutil import atomic_path, remove_other_folders, stable_hash, write_json_atomic
 from pipeline.config import BuildConfig
 from pipeline.conversation.segments import span_frames
 from pipeline.dataset.manifest import MANIFEST_FILE, read_manifest
 from pipeline.dataset.normalization import NORMALIZATION_FILE
-from pipeline.dataset.plan import BuildPlan, SSLModel, WorkLayout
+from pipeline.dataset.plan import BuildPlan, WorkLayout
 from pipeline.dataset.shards import SHARD_SET_DONE, RunningStats, file_entry, write_shard_set
 from pipeline.dataset.splits import assign_splits
-from schemas.conventions import FBANK_FRAMES_PER_HEAD, HEAD_HOP_S, SSL_FRAMES_PER_HEAD, head_feature_columns
+from pipeline.dataset.ssl_sets import SSLSet, collect_ssl_sets, write_ssl_sets
+from schemas.conventions import FBANK_FRAMES_PER_HEAD, HEAD_HOP_S, head_feature_columns
 from schemas.records import RecordingKey, RecordingRecord, Rejection, SessionRecord
 from schemas.shards import SHARD_FORMAT_VERSION
 from schemas.tables import SEGMENTS_SCHEMA, SPLITS, validate_segments, validate_talk
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SSLSet:
-    """One (model, mode) feature set: `tables[session_id][participant_id]` = .npy [frames, L, D]."""
-
-    name: str
-    spec: dict
-    tables: dict[str, dict[str, Path]]
 
 
 @dataclass
@@ -105,22 +96,6 @@ def _segment_arrays(seg: Mapping[str, Any], heads: dict[str, pd.DataFrame], fban
     }
 
 
-def _ssl_arrays(seg: Mapping[str, Any], tables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    a = int(round(seg["start_s"] / HEAD_HOP_S))
-    n = int(seg["n_frames"])
-    feats = tables[seg["speaker_id"]][a * SSL_FRAMES_PER_HEAD:(a + n) * SSL_FRAMES_PER_HEAD]
-    if len(feats) != n * SSL_FRAMES_PER_HEAD:
-        raise RuntimeError(f"segment {seg['segment_id']}: SSL features of {seg['speaker_id']} end before the segment")
-    return {"ssl": np.ascontiguousarray(feats).reshape(n, SSL_FRAMES_PER_HEAD, *feats.shape[1:])}
-
-
-def _remove_other(folder: Path, keep: set[str]) -> None:
-    if folder.is_dir():
-        for old in folder.iterdir():
-            if old.is_dir() and old.name not in keep:
-                shutil.rmtree(old, ignore_errors=True)
-
-
 def build_dataset(sessions: list[SessionInputs], dataset_dir: str | Path, cfg: BuildConfig, *,
                   build_id: str, redraw: bool = False, ssl_sets: list[SSLSet] | None = None,
                   strict: bool = False, extra_files: list[str] | None = None) -> dict:
@@ -142,7 +117,7 @@ def build_dataset(sessions: list[SessionInputs], dataset_dir: str | Path, cfg: B
     segments["invalid_frac"] = segments["invalid_frac"].astype(np.float32)
     table = validate_segments(pa.Table.from_pandas(segments[SEGMENTS_SCHEMA.names], schema=SEGMENTS_SCHEMA,
                                                    preserve_index=False))
-    manifest_ssl = _write_ssl_sets(segments, dataset_dir, ssl_sets or [], core_id, cfg.dataset.shard_mb)
+    manifest_ssl = write_ssl_sets(segments, dataset_dir, ssl_sets or [], core_id)
 
     write_json_atomic(dataset_dir / NORMALIZATION_FILE, json.loads(norm_path.read_text()))
     with atomic_path(dataset_dir / "segments.parquet") as tmp:
@@ -157,7 +132,7 @@ def build_dataset(sessions: list[SessionInputs], dataset_dir: str | Path, cfg: B
     write_json_atomic(dataset_dir / MANIFEST_FILE, {"build_id": build_id, "shard_set": core_id,
                                                     "head_columns": head_cols, "ssl": manifest_ssl,
                                                     "config": cfg.to_dict(), "files": dict(sorted(files.items()))})
-    _remove_other(dataset_dir / "shards", {core_id})  # older builds are unreferenced now
+    remove_other_folders(dataset_dir / "shards", {core_id})  # older builds are unreferenced now
     # hours count listening time once: the overlapping training windows add segments, not hours
     tiling = segments[~segments["overlap_extra"]]
     per_split = tiling.assign(dur=tiling["end_s"] - tiling["start_s"]).groupby("split")
@@ -174,7 +149,7 @@ def build_dataset(sessions: list[SessionInputs], dataset_dir: str | Path, cfg: B
         "excluded": result.excluded.to_dict("records") if len(result.excluded) else [],
         "split_report": result.report,
         "registry": result.registry,
-        "ssl": {name: {**m, "bytes": _folder_bytes(dataset_dir / m["dir"])} for name, m in manifest_ssl.items()},
+        "ssl": {name: {**m, **_ssl_storage(dataset_dir / m["dir"])} for name, m in manifest_ssl.items()},
     }
 
 
@@ -235,24 +210,10 @@ def _write_core_shards(segments: pd.DataFrame, sessions: list[SessionInputs], co
     return index, norm_path
 
 
-def _write_ssl_sets(segments: pd.DataFrame, dataset_dir: Path, ssl_sets: list[SSLSet], core_id: str,
-                    shard_mb: int) -> dict:
-    """One shard set per SSL feature set over the same segments; sets not in this build are removed."""
-    manifest_ssl = {}
-    for ssl in ssl_sets:
-        folder = dataset_dir / "ssl" / ssl.name / core_id
-        write_shard_set(segments, folder, max_bytes=shard_mb << 20, spec={**ssl.spec, "shard_set": core_id},
-                        load_session=lambda sid, ssl=ssl: {p: np.load(path, mmap_mode="r")
-                                                           for p, path in ssl.tables.get(sid, {}).items()},
-                        make_arrays=_ssl_arrays)
-        manifest_ssl[ssl.name] = {"dir": f"ssl/{ssl.name}/{core_id}", "spec": ssl.spec}
-        _remove_other(dataset_dir / "ssl" / ssl.name, {core_id})
-    _remove_other(dataset_dir / "ssl", set(manifest_ssl))
-    return manifest_ssl
-
-
-def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+def _ssl_storage(folder: Path) -> dict:
+    """Bytes of an SSL set's pieces, and whether they are hard links (stored once with work/) or copies."""
+    pieces = [p.stat() for p in folder.rglob("*.safetensors")]
+    return {"bytes": sum(st.st_size for st in pieces), "hard_linked": all(st.st_nlink > 1 for st in pieces)}
 
 
 # ---- gathering a build's records ------------------------------------------------------------------------
@@ -274,35 +235,6 @@ def collect_sessions(plan: BuildPlan, layout: WorkLayout) -> tuple[list[SessionR
     return records, rejected
 
 
-def ssl_set_spec(model: SSLModel, records: list[RecordingRecord]) -> dict:
-    """The one description of an SSL feature set (manifest, shard metadata, checkpoints, data card).
-
-    `model.spec` is `pipeline.features.speech_ssl.ssl_spec` (what defines the values); added here:
-    where the model came from and what the extraction measured (stored shape, chunking check).
-    """
-    shapes = {tuple(r.details["shape"][1:]) for r in records if r.ok}
-    checks = [r.details["chunking_check"] for r in records if r.ok and r.details.get("chunking_check")]
-    n_states, dim = shapes.pop() if len(shapes) == 1 else (None, None)
-    return {**model.spec, "model": model.model, "model_tag": model.model_tag, "hidden_states": n_states, "dim": dim,
-            "frames_per_head_frame": SSL_FRAMES_PER_HEAD, "chunking_check": checks[:1]}
-
-
-def collect_ssl_sets(plan: BuildPlan, layout: WorkLayout) -> tuple[list[SSLSet], list[Rejection]]:
-    """One feature set per planned SSL model (tables of its usable recordings), and its rejections."""
-    sets, rejected = [], []
-    for model in plan.ssl_models:
-        records = [RecordingRecord.read(layout.recording("ssl", RecordingKey.parse(key), model.model_tag)[0])
-                   for session in plan.sessions for key in session.audio_keys]
-        tables: dict[str, dict[str, Path]] = {}
-        for rec in records:
-            if rec.ok:
-                tables.setdefault(rec.session_id, {})[rec.participant_id] = rec.data_file
-            elif rec.rejection is not None:
-                rejected.append(rec.rejection)
-        sets.append(SSLSet(model.set_name(layout.cfg.ssl.mode), ssl_set_spec(model, records), tables))
-    return sets, rejected
-
-
 def assemble_build(plan: BuildPlan, cfg: BuildConfig, *, out: str | Path, corpus: str | Path, build_id: str,
                    redraw: bool = False, strict: bool = False) -> dict:
     """After every session and SSL job of `plan` finished: rejected.csv, the dataset, data card, build marker.
@@ -316,10 +248,11 @@ def assemble_build(plan: BuildPlan, cfg: BuildConfig, *, out: str | Path, corpus
     records, rejected = collect_sessions(plan, layout)
     qa, qa_rejected = collect_annotation_qa(plan, layout, cfg.qa.mode)
     rejected += qa_rejected
-    records = [r if r.session_id not in {q.session_id for q in qa_rejected} else
-               replace(r, status="rejected", stats={}) for r in records]
     ssl_sets, ssl_rejected = collect_ssl_sets(plan, layout)
     rejected += ssl_rejected
+    # a session whose speech lacks SSL features in a set cannot feed an SSL model: it is left out whole
+    left_out = {q.session_id for q in qa_rejected + ssl_rejected}
+    records = [replace(r, status="rejected", stats={}) if r.session_id in left_out else r for r in records]
     dataset_dir = Path(out) / "dataset"
     write_rejected(dataset_dir / "rejected.csv", rejected)
     annotations = export_automatic_turns(plan, layout, dataset_dir)

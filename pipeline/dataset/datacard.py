@@ -95,22 +95,26 @@ def ssl_section(summary: dict) -> str:
     if not sets:
         return ("None in this build (add `--ssl-models DIR_OR_ID[,...] --ssl-causal none|attention|strict`).")
     hours = sum(summary["hours_per_split"].values()) or float("nan")
-    rows = ["| feature set | model | weights sha256 | mode | hidden states x dim | dtype | MB per hour | "
-            "chunked vs one pass (max abs / feature RMS) |", "|---|---|---|---|---|---|---|---|"]
+    call_hours = sum(st.get("duration_s", 0) for st in summary["sessions"].values()) / 3600 or float("nan")
+    rows = ["| feature set | model | weights sha256 | mode | hidden states x dim | dtype | MB per hour of calls | "
+            "MB per hour of segments | on disk | chunked vs one pass (max abs / feature RMS) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for name, entry in sorted(sets.items()):
         spec = entry["spec"]
         check = (spec.get("chunking_check") or [None])[0]
         diff = (f"{check['max_abs_diff']:.2e} / {check['feature_rms']:.2e} ({check['excerpt_s']} s, "
                 f"{check['chunk_s']} s chunks)") if check else "not measured"
+        stored = "once (hard links to work/)" if entry.get("hard_linked") else "twice (copies of work/)"
         rows.append(f"| `{name}` | {spec['model']} | {spec['weights_sha256'][:16]} | {spec['mode']} | "
                     f"{spec.get('hidden_states')} x {spec.get('dim')} | {spec['dtype']} | "
-                    f"{entry['bytes'] / 1e6 / hours:.0f} | {diff} |")
+                    f"{entry['bytes'] / 1e6 / call_hours:.0f} | {entry['bytes'] / 1e6 / hours:.0f} | {stored} | {diff} |")
     modes = sorted({e["spec"]["mode"] for e in sets.values()})
     text = "\n".join(rows) + "\n\n" + "\n".join(f"- `{m}`: {SSL_MODES[m]}." for m in modes)
     return text + ("\n\nSpeaker SSL hidden states, 4 frames (20 ms) per head frame: the waveform is "
                    "left-padded by 80 samples, so frames 4k..4k+3 end inside head frame k. Stored per "
-                   "(model, mode) in `ssl/<name>/`, read with `LHGDataset(..., ssl=name)`. MB per hour "
-                   "counts hours of segments. transformers " + str(next(iter(sets.values()))["spec"].get(
+                   "(model, mode) in `ssl/<name>/`, read with `LHGDataset(..., ssl=name)`. Only the frames "
+                   "segments use are stored, once per speaker and call (overlapping segments share them); a "
+                   "call hour has two tracks. transformers " + str(next(iter(sets.values()))["spec"].get(
                        "transformers_version")) + ".")
 
 

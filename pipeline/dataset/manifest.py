@@ -78,13 +78,16 @@ def dataset_problems(dataset_dir: str | Path, *, checksums: bool = False, ssl_se
     files = manifest.get("files")
     if not files:
         return [f"{dataset_dir / MANIFEST_FILE}: lists no files (written by an older version); rebuild the dataset"]
-    skipped = tuple(entry["dir"] + "/" for name, entry in manifest["ssl"].items()
-                    if ssl_sets is not None and name not in ssl_sets)
+    ssl_dirs = {entry["dir"] + "/": name for name, entry in manifest["ssl"].items()}
 
     def hashed(name: str) -> bool:
+        if not checksums:
+            return False
+        ssl_set = next((set_name for d, set_name in ssl_dirs.items() if name.startswith(d)), None)
+        if ssl_set is not None:  # SSL pieces are per recording, not per split
+            return ssl_sets is None or ssl_set in ssl_sets
         shard_of = Path(name).name.split("-")[0] if name.endswith(".safetensors") else None
-        return checksums and not any(name.startswith(d) for d in skipped) and (
-            splits is None or shard_of is None or shard_of in splits)
+        return splits is None or shard_of is None or shard_of in splits
 
     problems = [p for name, entry in files.items()
                 if (p := file_problem(dataset_dir / name, entry, checksums=hashed(name)))]

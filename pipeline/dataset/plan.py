@@ -23,7 +23,7 @@ from schemas.records import AudioJob, HeadJob, RecordingJob, RecordingKey, Rejec
 
 log = logging.getLogger(__name__)
 
-DATA_SUFFIX = {"head": ".parquet", "audio": ".npy", "ssl": ".npy"}
+DATA_SUFFIX = {"head": ".parquet", "audio": ".npy", "ssl": ".safetensors"}  # ssl: pipeline.features.ssl_pieces
 
 
 @dataclass(frozen=True)
@@ -189,6 +189,10 @@ class WorkLayout:
         stem = f"{key.participant_id}-{key.input_hash}-{self.cfg.stage_version(stage)}"
         return folder / key.session_id / f"{stem}.json", folder / key.session_id / f"{stem}{DATA_SUFFIX[stage]}"
 
+    def ssl_spans(self, key: RecordingKey) -> Path:
+        """The head-frame spans an SSL key stands for (pipeline.dataset.ssl_sets.plan_ssl_pieces)."""
+        return self.root / "ssl_spans" / key.session_id / f"{key.participant_id}-{key.input_hash}.json"
+
     def turns(self, session: SessionPlan) -> tuple[Path, Path]:
         """(record, turns CSV) of a session's automatic turns."""
         stem = self.root / "turns" / session.session_id / f"{session.voice_key}-{self.cfg.stage_version('turns')}"
@@ -219,8 +223,10 @@ def recording_jobs(stage: str, keys: list[RecordingKey], corpus: str | Path, lay
         elif stage == "audio":
             jobs.append(AudioJob(**common, audio=str(entry.audio), offset_s=entry.audio_offset_s))
         elif ssl is not None:
+            spans = json.loads(layout.ssl_spans(key).read_text())["spans"]
             jobs.append(SSLJob(**common, audio=str(entry.audio), offset_s=entry.audio_offset_s, model=ssl.model,
-                               model_dir=ssl.model_dir, model_tag=ssl.model_tag, self_check=key == keys[0]))
+                               model_dir=ssl.model_dir, model_tag=ssl.model_tag, self_check=key == keys[0],
+                               spans=spans))
         else:
             raise ValueError(f"stage {stage!r}: expected head, audio or ssl (with a model)")
     return jobs

@@ -23,7 +23,7 @@ from pipeline.common.fsutil import atomic_path, write_json_atomic
 from pipeline.common.logs import progress, quiet_native_logs, quiet_third_party
 from pipeline.common.runtime import limit_threads
 from pipeline.features.speech_ssl.options import SSL_FPS
-from schemas.conventions import HEAD_HOP_S
+from schemas.conventions import HEAD_HOP_S, SSL_FRAMES_PER_HEAD
 
 
 def prepare_worker() -> None:
@@ -110,12 +110,14 @@ _SSL_MODELS: dict[tuple[str, str], Any] = {}
 
 
 def run_ssl_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Every hidden layer of one SSL model for one participant's audio: .npy [frames, L, D] + record.
+    """Every hidden layer of one SSL model for the frames of one participant's audio that segments use
+    (`job["spans"]`, pipeline.features.ssl_pieces): a safetensors piece [T, 4, L, D] + record.
 
     The model is loaded once per worker process and reused across recordings. A checkpoint that
     cannot be loaded is a configuration error, not bad input: it raises and fails the task.
     """
-    from pipeline.features.speech_ssl import iter_ssl, load_ssl_model, ssl_num_frames, storage_dtype
+    from pipeline.features.speech_ssl import iter_ssl, load_ssl_model, ssl_num_frames
+    from pipeline.features.ssl_pieces import kept_rows, require_spans_within, write_piece
     from pipeline.media.audio import decode_audio
 
     prepare_worker()
@@ -128,24 +130,33 @@ def run_ssl_job(job: dict[str, Any]) -> dict[str, Any]:
         limit_threads()
         _SSL_MODELS[cache_key] = load_ssl_model(job["model_dir"], device=cfg["device"])
     loaded = _SSL_MODELS[cache_key]
+    spans = [(int(a), int(b)) for a, b in job["spans"]]
+    n_kept = sum(b - a for a, b in spans)
     try:
         wave = decode_audio(job["audio"], offset_s=job["offset_s"])
+        n_frames = ssl_num_frames(len(wave))
+        require_spans_within(spans, n_frames, job["audio"])
         options = {"mode": cfg["mode"], "window_s": cfg["window_s"], "context_s": cfg["context_s"],
                    "layers": list(cfg["layers"]) or None, "dtype": cfg["dtype"],
                    "autocast": cfg.get("autocast") or None}
         n_states = len(cfg["layers"]) or loaded.num_hidden_states
-        shape = (ssl_num_frames(len(wave)), n_states, loaded.hidden_size)
-        blocks = iter_ssl(loaded, wave, chunk_s=cfg["chunk_s"], **options)
-        _write_npy_blocks(job, blocks, shape, np.dtype(storage_dtype(cfg["dtype"])))
+        blocks = _frames_progress(iter_ssl(loaded, wave, chunk_s=cfg["chunk_s"], **options), n_frames,
+                                  f"  SSL {job['session_id']}/{job['participant_id']}")
+        stored = write_piece(job["out_table"], kept_rows(blocks, spans), n_kept, (n_states, loaded.hidden_size),
+                             cfg["dtype"], {"model_tag": job["model_tag"], "mode": cfg["mode"]},
+                             check=lambda rows, first: require_finite(rows, job["audio"], "SSL",
+                                                                      frames_per_s=SSL_FPS, first_frame=first))
     except InputError as exc:
         record = rejected_record(job, "ssl", exc)
     else:
         check = chunking_check(loaded, wave, cfg["chunk_s"], options) if job.get("self_check") else None
         record = {"status": "ok", "stage": "ssl", "session_id": job["session_id"],
                   "participant_id": job["participant_id"], "table": Path(job["out_table"]).name,
-                  "shape": list(shape), "dtype": cfg["dtype"], "model": job["model"],
-                  "model_tag": job["model_tag"], "mode": cfg["mode"], "chunking_check": check,
-                  "seconds": round(time.perf_counter() - started, 3), "worker_pid": os.getpid()}
+                  "shape": [n_kept * SSL_FRAMES_PER_HEAD, n_states, loaded.hidden_size], "dtype": cfg["dtype"],
+                  "spans": [list(span) for span in spans], "recording_ssl_frames": n_frames, "stored": stored,
+                  "model": job["model"], "model_tag": job["model_tag"], "mode": cfg["mode"],
+                  "chunking_check": check, "seconds": round(time.perf_counter() - started, 3),
+                  "worker_pid": os.getpid()}
     write_json_atomic(job["out_record"], record)
     return record
 
@@ -180,23 +191,6 @@ def require_plausible_pose(table: Any, path: str | Path, channels: tuple[str, ..
             raise MediaError(path, f"head {name} is {values[first]!r} at {t:.2f} s ({int(bad.sum())} frames); "
                                    f"expected a finite value{f' within ±{limit:g}°' if np.isfinite(limit) else ''}",
                              f"t={t:.2f} s")
-
-
-def _write_npy_blocks(job: dict[str, Any], blocks: Iterable[np.ndarray], shape: tuple[int, ...],
-                      dtype: np.dtype) -> None:
-    """Stream blocks into the .npy with plain writes: an hour is ~3.6 GB of fp16 features, which must never
-    sit in RAM (a writable memmap would keep its dirty pages resident). Each block is checked first."""
-    with atomic_path(job["out_table"]) as tmp, open(tmp, "wb") as f:
-        np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype),
-                                                 "fortran_order": False, "shape": shape})
-        written = 0
-        for block in _frames_progress(blocks, shape[0], f"  SSL {job['session_id']}/{job['participant_id']}"):
-            block = np.ascontiguousarray(block, dtype=dtype)
-            require_finite(block, job["audio"], "SSL", frames_per_s=SSL_FPS, first_frame=written)
-            f.write(block.tobytes())
-            written += len(block)
-        if written != shape[0]:
-            raise RuntimeError(f"{job['audio']}: SSL produced {written} frames, expected {shape[0]}")
 
 
 def _in_dask_worker() -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -22,7 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.common.fsutil import atomic_folder, atomic_path, write_json_atomic, write_text_atomic
+from pipeline.common.fsutil import (
+    atomic_folder,
+    atomic_path,
+    link_or_copy,
+    write_json_atomic,
+    write_text_atomic,
+)
 from pipeline.media.audio import decode_audio, ffmpeg_exe
 from schemas.inputs import PARTICIPANTS_CROP, PARTICIPANTS_REQUIRED
 
@@ -44,11 +49,7 @@ def place_file(src: Path, dst: Path, media: str) -> str:
     """Hard link (`media == "link"`, falling back to a copy across file systems) or copy; returns
     what was done, for the report."""
     if media == "link":
-        try:
-            os.link(src, dst)
-            return "hard link"
-        except OSError as exc:
-            log.info("cannot hard-link %s into the corpus (%s): copying", src, exc.strerror or exc)
+        return link_or_copy(src, dst)
     shutil.copyfile(src, dst)
     return "copy"
 
