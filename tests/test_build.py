@@ -306,6 +306,23 @@ def test_ssl_features_add_models_without_rewriting(built, corpus, tmp_path):
     assert all(after[k] == v for k, v in first_ssl.items())  # the first model's shards are untouched
     assert len(LHGDataset.available_ssl(out / "dataset")) == 2
 
+    # a new session adds its own pieces: no other piece is recomputed or rewritten, the sets are re-linked
+    from pipeline.sample.generate import make_session
+
+    pieces_before = {p: (p.stat().st_ino, p.read_bytes()) for p in (out / "work" / "ssl").rglob("*.safetensors")}
+    corpus2 = tmp_path / "corpus"
+    shutil.copytree(corpus, corpus2)
+    make_session(corpus2, "s90", ["P07", "P08"], annotation="csv", duration_s=30.0, seed=90)
+    result = run_build(corpus=str(corpus2), out=str(out), ssl_models=both, ssl_causal="strict")
+    assert result.status.name == "SUCCESS", result.summary_text
+    assert "4 SSLFeatures" in result.summary_text  # two new recordings x two models
+    assert all((p.stat().st_ino, p.read_bytes()) == v for p, v in pieces_before.items())
+    segments = pd.read_parquet(out / "dataset" / "segments.parquet")
+    new = segments[segments["session_id"] == "s90"].iloc[0]
+    data = LHGDataset(out / "dataset", new["split"], ssl=name)
+    item = data[int(np.flatnonzero(data.segments["segment_id"] == new["segment_id"])[0])]
+    assert tuple(item["ssl"].shape) == (new["n_frames"], 4, 3, 32) and bool(item["ssl"].abs().sum() > 0)
+
     # a flipped bit in an SSL piece stops training on that set (pieces belong to no split: always hashed)
     piece = next((out / "dataset" / read_manifest(out / "dataset")["ssl"][name]["dir"]).rglob("*.safetensors"))
     raw = bytearray(piece.read_bytes())

@@ -280,16 +280,17 @@ def _audio_job(path: Path, script: dict[str, Any], look: ParticipantLook, spec: 
 
 
 def default_session_specs(duration_s: float = 120.0, quick: bool = False,
-                          extra_sessions: int = 0) -> list[dict[str, Any]]:
+                          extra_sessions: int = 0, extra_fps: float = 25.0) -> list[dict[str, Any]]:
     """The three built-in sessions: three annotation formats, solo and gallery layouts, four audio
     formats' worth of variety, six participants (P01..P06) for a person-disjoint 3-way split.
 
-    `extra_sessions` adds plain sessions s04.. (CSV, solo, 25 fps, WAV) between new people P07, P08, ...:
-    more voices and faces, so a model trained on the corpus can generalise across speakers."""
+    `extra_sessions` adds plain sessions s04.. (CSV, solo, `extra_fps`, WAV) between new people P07, P08, ...:
+    more voices and faces, so a model trained on the corpus can generalise across speakers (12.5 fps, the
+    head-feature rate, renders and tracks half the frames of 25 fps)."""
     solo = QUICK_SOLO_SIZE if quick else SOLO_SIZE
     gal = QUICK_GALLERY_SIZE if quick else GALLERY_SIZE
     extra = [{"session_id": f"s{4 + i:02d}", "participants": [f"P{7 + 2 * i:02d}", f"P{8 + 2 * i:02d}"],
-              "annotation": "csv", "layout": "solo", "fps": 25.0, "audio_format": "wav16k", "frame_size": solo,
+              "annotation": "csv", "layout": "solo", "fps": float(extra_fps), "audio_format": "wav16k", "frame_size": solo,
               "duration_s": duration_s} for i in range(extra_sessions)]
     return [
         {"session_id": "s01", "participants": ["P01", "P02"], "annotation": "csv", "layout": "solo",
@@ -303,7 +304,7 @@ def default_session_specs(duration_s: float = 120.0, quick: bool = False,
 
 
 def make_sample_corpus(corpus_dir: str | Path, *, duration_s: float | None = None, seed: int = 0,
-                       quick: bool = False, extra_sessions: int = 0) -> Path:
+                       quick: bool = False, extra_sessions: int = 0, extra_fps: float = 25.0) -> Path:
     """Build the embedded sample corpus (3 sessions, 6 participants, plus `extra_sessions`) under `corpus_dir`.
 
     quick=True: same structure, smaller frames and (unless `duration_s` is given) 40 s sessions (tests).
@@ -312,7 +313,7 @@ def make_sample_corpus(corpus_dir: str | Path, *, duration_s: float | None = Non
     corpus = Path(corpus_dir)
     if duration_s is None:
         duration_s = QUICK_DURATION_S if quick else 120.0
-    specs = default_session_specs(duration_s, quick, extra_sessions)
+    specs = default_session_specs(duration_s, quick, extra_sessions, extra_fps)
     marker = corpus / COMPLETE_MARKER
     wanted = _jsonable({"generator_version": GENERATOR_VERSION, "duration_s": float(duration_s), "seed": int(seed),
                         "quick": bool(quick), "sessions": specs, "video_codec": video_codec_args()[1]})
