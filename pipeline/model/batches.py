@@ -80,15 +80,18 @@ def worker_count(requested: int, device: Any) -> int:
 
 
 def make_loader(dataset: Any, *, batch_size: int, workers: int, prefetch: int, device: Any, seed: int,
-                order: EpochOrder | None = None):
+                order: EpochOrder | None = None, batches: Any = None):
     """A DataLoader over `dataset` (shuffled by `order`, else in index order) with `workers` persistent
-    worker processes, `prefetch` batches queued per worker, pinned memory when the device is CUDA."""
+    worker processes, `prefetch` batches queued per worker, pinned memory when the device is CUDA.
+    `batches` (a batch sampler, e.g. one process's shares of the global batches) replaces
+    `batch_size` and `order`."""
     import torch
     from torch.utils.data import DataLoader
 
     extra = {"persistent_workers": True, "prefetch_factor": prefetch, "worker_init_fn": seed_worker} \
         if workers > 0 else {}
-    return DataLoader(dataset, batch_size=batch_size, sampler=order, collate_fn=collate, num_workers=workers,
+    sizing = {"batch_sampler": batches} if batches is not None else {"batch_size": batch_size, "sampler": order}
+    return DataLoader(dataset, **sizing, collate_fn=collate, num_workers=workers,
                       pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed), **extra)
 
 
