@@ -13,6 +13,7 @@ in every gradient reduction).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 from collections.abc import Iterator
@@ -184,13 +185,17 @@ def wrap(model: Any, ranks: Ranks, device: Any) -> Any:
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    params = inspect.signature(DistributedDataParallel).parameters
+    no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    return DistributedDataParallel(model, device_ids=ids, **no_sync)
 
 
 def unwrap(model: Any) -> Any:
     """The LHGModel inside DistributedDataParallel and / or torch.compile wrappers."""
     while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        inner = getattr(model, "module", None)
+        if inner is None:
+            inner = getattr(model, "_orig_mod", None)
         if inner is None:
             return model
         model = inner
