@@ -14,7 +14,10 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.dataset.loader import LHGDataset
-from pipeline.model.train import preset, train
+from pipeline.model.batches import EpochOrder
+from pipeline.model.distributed import RankBatches, Ranks, ValidBatches, placeholder
+from pipeline.model.epoch import resolve_precision
+from pipeline.model.train import TrainConfig, preset, train
 
 WORKER = Path(__file__).with_name("distributed_train.py")
 REPO = Path(__file__).resolve().parents[1]
@@ -36,8 +39,8 @@ def test_two_processes_train_like_one_with_the_same_global_batch(built_dataset, 
     n_train = len(LHGDataset(dataset, "train", speech=False))
     if n_train < 3:
         pytest.skip(f"the sample dataset has {n_train} train segments; the split needs 3")
-    # global batches [n - 1, 1]: the first is split unevenly when n - 1 is odd, the second leaves
-    # process 1 an empty share (it computes a placeholder with weight 0)
+    # global batches [n - 1, 1]: the second leaves process 1 an empty share (it computes a placeholder
+    # with weight 0); shares of unequal frame counts test the normalisation (uneven splits: above)
     cfg = preset("tiny", n_blocks=2, width=32, n_heads=4, epochs=3, batch_size=n_train - 1, listener_noise=0.0)
     assert cfg.dropout == 0.0  # dropout and noise draw per-process streams: equal only without them
     torch.set_num_threads(1)
@@ -62,3 +65,36 @@ def test_two_processes_train_like_one_with_the_same_global_batch(built_dataset, 
     saved = json.loads((tmp_path / "ddp" / "last" / "config.json").read_text())["extra"]
     assert saved["distributed"] == {"world_size": 2, "effective_batch": cfg.batch_size}
     assert saved["precision"] == {"autocast": None, "tf32": False} and saved["train"]["amp"] == "off"
+
+
+def test_the_shares_of_the_processes_make_up_the_single_process_batches():
+    """Every global batch of the seeded order is cut into contiguous shares (sizes differ by at most
+    one) that concatenate to it; one process gets exactly the DataLoader(batch_size, sampler) batches."""
+    n, batch = 23, 7  # global batches 7, 7, 7, 2
+    order = EpochOrder(n, seed=5)
+    order.set_epoch(3)
+    single = [b.tolist() for b in torch.utils.data.DataLoader(range(n), batch_size=batch, sampler=order)]
+    assert list(RankBatches(n, batch, Ranks(), order)) == single
+    for world in (2, 3, 4):
+        shares = [list(RankBatches(n, batch, Ranks(rank, world), order)) for rank in range(world)]
+        sizes = RankBatches(n, batch, Ranks(0, world), order).global_sizes()
+        assert sizes == [7, 7, 7, 2] and all(len(s) == len(single) for s in shares)
+        for step, whole in enumerate(single):
+            real = [shares[r][step] for r in range(world) if not placeholder(sizes[step], Ranks(r, world))]
+            assert sum(real, []) == whole and max(map(len, real)) - min(map(len, real)) <= 1
+            assert len(real) == min(world, len(whole))  # the others compute a weight-0 placeholder
+    valid = [ValidBatches(n, batch, Ranks(r, 3)).batches for r in range(3)]
+    assert sorted(sum(valid, [])) == [list(range(s, min(s + batch, n))) for s in range(0, n, batch)]
+
+
+def test_precision_defaults_and_run_folders_of_earlier_versions():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert TrainConfig().amp == "auto"
+    assert resolve_precision("auto", cpu) == "off" and resolve_precision("auto", gpu) == "bfloat16"
+    assert resolve_precision("off", gpu) == "off" and resolve_precision("bfloat16", cpu) == "bfloat16"
+    # earlier versions stored amp "" (float32): such a run resumes as "off", which the default gives on CPU
+    saved = {**TrainConfig().to_dict(), "amp": ""}
+    assert TrainConfig.from_dict(saved) == TrainConfig(amp=resolve_precision("auto", cpu))
+    # compile and the loader settings change no result: a run resumes with other values
+    assert TrainConfig(compile=True, loader_workers=2) == TrainConfig()
+
