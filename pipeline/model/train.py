@@ -13,7 +13,10 @@ weights as an uninterrupted run (CPU, fixed seed); a damaged or inconsistent `la
 the file and what is wrong, never silently restarted.
 
 `log.csv` has one row per epoch: train/valid loss, learning rate, epoch seconds (incl. validation),
-`segments_per_s` (training loop only) and `loader_share` (the loop's time spent waiting for batches).
+`segments_per_s` (training loop only), `loader_share` (the loop's time spent waiting for batches),
+`world_size` (processes under torchrun) and `effective_batch` (the global batch, `batch_size`).
+Precision (bf16 autocast + TF32 on a GPU by default) and the epoch loop: `pipeline.model.epoch`;
+data-parallel training under torchrun: `pipeline.model.distributed`.
 Checkpoints carry `features` (head columns, speech type, SSL feature spec) so evaluation can refuse a
 dataset with other inputs.
 """
@@ -394,6 +397,3 @@ def _progress(total: int, initial: int, enabled: bool):
 
     return progress(total=total, initial=initial, desc="training", unit="epoch")
 
-
-def parameter_count(model) -> int:
-    return int(sum(np.prod(p.shape) for p in model.parameters()))
