@@ -71,12 +71,13 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def worker_count(requested: int, device: Any) -> int:
+def worker_count(requested: int, device: Any, processes: int = 1) -> int:
     """-1 (auto): no workers on CPU, where the model's threads already use every core and the loader
-    would compete with them; on a GPU min(8, cores - 1) processes keep the device fed."""
+    would compete with them; on a GPU min(8, cores - 1) processes keep the device fed, the cores
+    shared among the `processes` training processes of this machine (torchrun)."""
     if requested >= 0:
         return requested
-    return 0 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
+    return 0 if device.type == "cpu" else max(1, min(8, ((os.cpu_count() or 2) - 1) // max(processes, 1)))
 
 
 def make_loader(dataset: Any, *, batch_size: int, workers: int, prefetch: int, device: Any, seed: int,

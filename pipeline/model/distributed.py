@@ -32,6 +32,7 @@ class Ranks:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # processes on this machine
 
     @property
     def distributed(self) -> bool:
@@ -49,7 +50,8 @@ def ranks_from_environment(environ: dict[str, str] | None = None) -> Ranks:
     if int(env.get("WORLD_SIZE") or 1) <= 1:
         return Ranks()
     try:
-        ranks = Ranks(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK") or 0))
+        ranks = Ranks(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK") or 0),
+                      int(env.get("LOCAL_WORLD_SIZE") or 1))
     except (KeyError, ValueError) as err:
         raise RuntimeError(f"WORLD_SIZE={env.get('WORLD_SIZE')} but RANK / LOCAL_RANK are missing or not whole "
                            f"numbers ({err}): start distributed training with torchrun") from None

@@ -248,7 +248,7 @@ def _train(dataset_dir: Path, run_dir: Path, cfg: TrainConfig, where: tuple, sto
         net = torch.compile(net)
     speech_norm = data_path.speech_standardizer(extra["normalization"]["speech_fbank"] if cfg.speech == "fbank"
                                                 else None, device)
-    workers = data_path.worker_count(cfg.loader_workers, device)
+    workers = data_path.worker_count(cfg.loader_workers, device, ranks.local_world_size)
     order = data_path.EpochOrder(len(train_set), cfg.seed)
     shares = RankBatches(len(train_set), cfg.batch_size, ranks, order)
     train_loader, valid_loader = (
