@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,21 @@ from pipeline.model.train import TrainConfig, preset, train
 
 WORKER = Path(__file__).with_name("distributed_train.py")
 REPO = Path(__file__).resolve().parents[1]
+
+
+def run_torchrun(args: list[str], env: dict, log: Path, timeout_s: float = 300) -> tuple[int, str]:
+    """torchrun in its own session (stderr to `log`), killed with every process it started if it
+    outlives `timeout_s`: a collective waiting for a process that will never come would hang the test."""
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *args], env=env,
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        try:
+            code = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            code = -1
+    return code, log.read_text() + ("" if code != -1 else f"\n(killed after {timeout_s} s)")
 
 
 def test_two_processes_train_like_one_with_the_same_global_batch(built_dataset, tmp_path):
@@ -47,10 +63,9 @@ def test_two_processes_train_like_one_with_the_same_global_batch(built_dataset, 
     train(dataset, tmp_path / "single", cfg, progress=False)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(WORKER), str(dataset), str(tmp_path / "ddp"), json.dumps(cfg.to_dict()), "2"],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
+    returncode, stderr = run_torchrun(["--standalone", "--nproc_per_node", "2", str(WORKER), str(dataset),
+                                       str(tmp_path / "ddp"), json.dumps(cfg.to_dict()), "2"], env, tmp_path / "torchrun.log")
+    assert returncode == 0, stderr[-4000:]
     single = load_file(str(tmp_path / "single" / "last" / "model.safetensors"))
     parallel = load_file(str(tmp_path / "ddp" / "last" / "model.safetensors"))
     assert single.keys() == parallel.keys()

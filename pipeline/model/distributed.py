@@ -12,7 +12,7 @@ in every gradient reduction).
 
 from __future__ import annotations
 
-import contextlib
+import atexit
 import inspect
 import logging
 import os
@@ -73,20 +73,24 @@ def rank_device(ranks: Ranks, device: Any) -> Any:
     return torch.device("cuda", ranks.local_rank)
 
 
-@contextlib.contextmanager
-def process_group(ranks: Ranks, device: Any) -> Iterator[None]:
-    """The default process group for the duration (NCCL on CUDA, gloo on CPU); one process needs none.
-    A group the caller already initialised is used and left alone."""
+def join_process_group(ranks: Ranks, device: Any) -> None:
+    """Join the default process group (NCCL on CUDA, gloo on CPU) unless one process trains alone or
+    the group exists (the caller's, or one an earlier `train` in this process joined). The group
+    lives until the process exits: re-creating it in the same process can pair the processes up
+    with the addresses they published for the previous group (torchrun's store keeps them) and hang."""
     import torch.distributed as dist
 
     if not ranks.distributed or dist.is_initialized():
-        yield
         return
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=ranks.rank,
                             world_size=ranks.world_size, **({"device_id": device} if device.type == "cuda" else {}))
-    try:
-        yield
-    finally:
+    atexit.register(_leave_process_group)
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -46,7 +46,7 @@ from pipeline.model.distributed import (
     ValidBatches,
     barrier,
     broadcast,
-    process_group,
+    join_process_group,
     rank_device,
     rank_seed,
     ranks_from_environment,
@@ -221,8 +221,8 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, sto
     device = rank_device(ranks, resolve_device(cfg.device))
     cfg = replace(cfg, amp=resolve_precision(cfg.amp, device))  # stored resolved: what this run used
     run_dir, dataset_dir = Path(run_dir), Path(dataset_dir)
-    with process_group(ranks, device), \
-            output_lock(run_dir, "training") if ranks.main else contextlib.nullcontext():
+    join_process_group(ranks, device)
+    with output_lock(run_dir, "training") if ranks.main else contextlib.nullcontext():
         if ranks.main:
             sweep_checkpoints(run_dir)
             require_intact(dataset_dir, splits={"train", "valid"}, ssl_sets={cfg.ssl_set} if cfg.ssl_set else set())
