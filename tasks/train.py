@@ -4,6 +4,11 @@ TrainLHG takes every BuildSplits setting and passes them to the BuildSplits it r
 trains on exactly the dataset those settings describe (a dataset in --out built with other settings
 is refused, never silently rebuilt). Its --seed is the training seed; the dataset's split seed is
 --split-seed here.
+
+Under torchrun every process runs this task (`torchrun ... -m luigi --module pipeline TrainLHG
+--local-scheduler --no-lock`, README "Training at scale"): the processes train data-parallel and only
+rank 0 writes DONE.json. The dataset must be built before: several processes building it at once
+would collide.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import luigi
 
 from pipeline.common.fsutil import stable_hash, write_json_atomic
 from pipeline.common.settings import field_values
+from pipeline.model.distributed import ranks_from_environment
 from pipeline.model.train import PRESETS, TrainConfig
 
 from .build import BUILD_CLASSES, BuildSplits
@@ -40,7 +46,10 @@ class TrainLHG(TrainSettings, DatasetSettings, luigi.Task):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.requires()  # checks the dataset settings now, before anything is scheduled
+        dataset = self.requires()  # checks the dataset settings now, before anything is scheduled
+        if ranks_from_environment().distributed and not dataset.complete():
+            raise RuntimeError(f"TrainLHG under torchrun needs the dataset built first, by one process: "
+                               f"luigi --module pipeline BuildSplits --out {self.out} ... (the same settings)")
 
     def requires(self):
         return dataset_task(self)
@@ -74,4 +83,5 @@ class TrainLHG(TrainSettings, DatasetSettings, luigi.Task):
 
         run_dir = self.run_dir()
         summary = train(Path(self.out) / "dataset", run_dir, self.train_config())
-        write_json_atomic(run_dir / "DONE.json", {k: v for k, v in summary.items() if k != "history"})
+        if ranks_from_environment().main:  # the other processes of a torchrun return without writing
+            write_json_atomic(run_dir / "DONE.json", {k: v for k, v in summary.items() if k != "history"})

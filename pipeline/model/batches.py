@@ -71,24 +71,28 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def worker_count(requested: int, device: Any) -> int:
+def worker_count(requested: int, device: Any, processes: int = 1) -> int:
     """-1 (auto): no workers on CPU, where the model's threads already use every core and the loader
-    would compete with them; on a GPU min(8, cores - 1) processes keep the device fed."""
+    would compete with them; on a GPU min(8, cores - 1) processes keep the device fed, the cores
+    shared among the `processes` training processes of this machine (torchrun)."""
     if requested >= 0:
         return requested
-    return 0 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
+    return 0 if device.type == "cpu" else max(1, min(8, ((os.cpu_count() or 2) - 1) // max(processes, 1)))
 
 
 def make_loader(dataset: Any, *, batch_size: int, workers: int, prefetch: int, device: Any, seed: int,
-                order: EpochOrder | None = None):
+                order: EpochOrder | None = None, batches: Any = None):
     """A DataLoader over `dataset` (shuffled by `order`, else in index order) with `workers` persistent
-    worker processes, `prefetch` batches queued per worker, pinned memory when the device is CUDA."""
+    worker processes, `prefetch` batches queued per worker, pinned memory when the device is CUDA.
+    `batches` (a batch sampler, e.g. one process's shares of the global batches) replaces
+    `batch_size` and `order`."""
     import torch
     from torch.utils.data import DataLoader
 
     extra = {"persistent_workers": True, "prefetch_factor": prefetch, "worker_init_fn": seed_worker} \
         if workers > 0 else {}
-    return DataLoader(dataset, batch_size=batch_size, sampler=order, collate_fn=collate, num_workers=workers,
+    sizing = {"batch_sampler": batches} if batches is not None else {"batch_size": batch_size, "sampler": order}
+    return DataLoader(dataset, **sizing, collate_fn=collate, num_workers=workers,
                       pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed), **extra)
 
 

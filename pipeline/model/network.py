@@ -474,6 +474,13 @@ def target_frames(listener_head: torch.Tensor, valid: torch.Tensor | None = None
     return targets, mask
 
 
+def supervised_targets(mask: torch.Tensor, context_frames: int = CONTEXT_FRAMES) -> torch.Tensor:
+    """The target elements the loss counts: valid (`mask` [B,T,K]) and after the context."""
+    t, k = mask.shape[1], mask.shape[2]
+    frame = torch.arange(t, device=mask.device)[:, None] + 1 + torch.arange(k, device=mask.device)[None, :]
+    return mask & (frame >= context_frames)[None]
+
+
 def masked_huber_loss(pred: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, *,
                       context_frames: int = CONTEXT_FRAMES, delta: float = 1.0,
                       channel_weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -485,9 +492,7 @@ def masked_huber_loss(pred: torch.Tensor, targets: torch.Tensor, mask: torch.Ten
     is trained: it is exactly the step generation starts from. Returns 0 (with grad) if nothing is valid.
     `channel_weights` [D] weights the channels (weighted mean); None = all 1.
     """
-    t, k = mask.shape[1], mask.shape[2]
-    frame = torch.arange(t, device=mask.device)[:, None] + 1 + torch.arange(k, device=mask.device)[None, :]
-    m = mask & (frame >= context_frames)[None]
+    m = supervised_targets(mask, context_frames)
     elem = F.huber_loss(pred, targets, reduction="none", delta=delta)  # [B,T,K,D]
     w = m[..., None].to(elem.dtype)
     if channel_weights is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,12 @@ def resumable(last: Path, cfg: Any, model_cfg: Any, extra: dict) -> tuple[Any, d
     model, saved = load_checkpoint(last)
     state = load_train_state(last)
     config = last / CHECKPOINT_CONFIG
-    if type(cfg).from_dict(saved.get("train", {})) != cfg:
-        raise CheckpointError(config, "holds a run with other training settings; use another run folder")
+    stored = type(cfg).from_dict(saved.get("train", {}))
+    if stored != cfg:
+        differ = ", ".join(f"{f.name} {getattr(stored, f.name)!r} (now {getattr(cfg, f.name)!r})"
+                           for f in fields(cfg) if f.compare and getattr(stored, f.name) != getattr(cfg, f.name))
+        raise CheckpointError(config, f"holds a run with other training settings: {differ}; resume with its "
+                              "settings or use another run folder")
     if model.cfg != model_cfg or saved.get("normalization") != extra["normalization"]:
         raise CheckpointError(config, "model configuration or normalisation differs from what this dataset gives "
                               "(the dataset changed since the run started); use another run folder")
@@ -63,12 +68,15 @@ def save_epoch(run_dir: Path, model: Any, optimizer: Any, scheduler: Any, extra:
 
 
 def write_log(path: Path, rows: list[dict]) -> None:
+    """log.csv; rows of earlier versions (resumed runs) leave the columns they lack empty."""
     if rows:
-        write_csv_atomic(path, rows)
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        write_csv_atomic(path, [{key: row.get(key, "") for key in columns} for row in rows], columns)
 
 
 def read_log(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     with open(path, newline="") as f:
-        return [{k: (float(v) if k != "epoch" else int(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
+                for row in csv.DictReader(f)]

@@ -13,13 +13,17 @@ weights as an uninterrupted run (CPU, fixed seed); a damaged or inconsistent `la
 the file and what is wrong, never silently restarted.
 
 `log.csv` has one row per epoch: train/valid loss, learning rate, epoch seconds (incl. validation),
-`segments_per_s` (training loop only) and `loader_share` (the loop's time spent waiting for batches).
+`segments_per_s` (training loop only), `loader_share` (the loop's time spent waiting for batches),
+`world_size` (processes under torchrun) and `effective_batch` (the global batch, `batch_size`).
+Precision (bf16 autocast + TF32 on a GPU by default) and the epoch loop: `pipeline.model.epoch`;
+data-parallel training under torchrun: `pipeline.model.distributed`.
 Checkpoints carry `features` (head columns, speech type, SSL feature spec) so evaluation can refuse a
 dataset with other inputs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -37,6 +41,25 @@ from pipeline.dataset.normalization import NORMALIZATION_FILE
 from pipeline.model import batches as data_path
 from pipeline.model.batches import collate
 from pipeline.model.checkpoints import CHECKPOINT_TRAIN_STATE, CheckpointError
+from pipeline.model.distributed import (
+    RankBatches,
+    ValidBatches,
+    barrier,
+    broadcast,
+    join_process_group,
+    rank_device,
+    rank_seed,
+    ranks_from_environment,
+    wrap,
+)
+from pipeline.model.epoch import (
+    PRECISIONS,
+    apply_precision,
+    batch_loss,  # noqa: F401  (its home before pipeline.model.epoch)
+    evaluate_loss,
+    resolve_precision,
+    train_epoch,
+)
 from pipeline.model.run_folder import read_log, resumable, save_epoch, write_log
 from schemas.conventions import CONTEXT_FRAMES
 
@@ -62,7 +85,7 @@ class TrainConfig:
     n_heads: int = 16
     dropout: float = 0.1
     epochs: int = setting(100, "training epochs (default: the preset's)", preset_override=True)
-    batch_size: int = 45
+    batch_size: int = 45  # the global (effective) batch per optimiser step, for any number of processes
     lr: float = 5e-6
     # the ssl_wa layer-weight logits move at most ~lr per Adam step: at the paper's 5e-6 they stay
     # within a few tenths of their start (uniform weights) however long one trains
@@ -73,8 +96,12 @@ class TrainConfig:
     context_frames: int = CONTEXT_FRAMES
     seed: int = setting(0, "training seed (initialisation, batch order, dropout)")
     device: str = setting("auto", "auto (GPU when present), cpu or cuda")
-    # bf16 mixed-precision forward (no loss scaling needed for bf16)
-    amp: str = setting("", "mixed precision", choices=("", "bfloat16"))
+    # numeric precision (pipeline.model.epoch); a run stores what it resolved to ("bfloat16" / "off")
+    amp: str = setting("auto", "precision: auto = bf16 autocast + TF32 on a GPU, float32 on CPU; bfloat16 = "
+                               "autocast on any device; off = float32 (TF32 off too)", choices=PRECISIONS)
+    # torch.compile of the training forward: faster on a GPU, a long first step, no change of meaning
+    compile: bool = field(default=False, compare=False, metadata=setting(
+        False, "torch.compile the model for training (GPU-oriented: compiling costs minutes)").metadata)
     # how the batches are read: no effect on the results (identical batches for any value), so a run
     # may resume with other values (compare=False)
     loader_workers: int = _loader_setting(-1, "DataLoader worker processes; -1 = auto: 0 on CPU (the model's "
@@ -98,6 +125,8 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> TrainConfig:
         data = dict(data)
         data["ssl_layers"] = tuple(data.get("ssl_layers", ()))
+        if data.get("amp") == "":  # earlier versions: "" = float32
+            data["amp"] = "off"
         return cls(**data)
 
 
@@ -116,10 +145,6 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
-
-
-def _speech(batch: dict, cfg: TrainConfig):
-    return batch["speech"] if cfg.speech == "fbank" else batch["ssl"]
 
 
 def delta_gains(train_set, n_static: int) -> list[float]:
@@ -151,7 +176,7 @@ def delta_gains(train_set, n_static: int) -> list[float]:
 def model_config_for(cfg: TrainConfig, sample: dict, gains: list[float] | None = None):
     from pipeline.model.network import ModelConfig
 
-    speech = _speech(sample, cfg)
+    speech = sample["speech"] if cfg.speech == "fbank" else sample["ssl"]
     if cfg.speech == "fbank":
         extra = {"speech_frames": int(speech.shape[-2]), "speech_bins": int(speech.shape[-1])}
     else:
@@ -179,133 +204,132 @@ def feature_spec(dataset_dir: str | Path, cfg: TrainConfig) -> dict:
             "ssl_layers": list(cfg.ssl_layers), "ssl": ssl}
 
 
-def batch_loss(model, batch: dict, cfg: TrainConfig, device, speech_norm: tuple | None = None):
-    """Loss of a loader batch; `speech_norm` (`speech_standardizer`) standardises raw FBank on the device."""
-    import torch
-
-    from pipeline.model.network import masked_huber_loss, target_frames
-
-    batch = data_path.to_device(batch, device, speech_norm)
-    listener = batch["listener_head"]
-    valid = batch["listener_valid"] & batch["frame_mask"]
-    history = listener
-    if cfg.listener_noise > 0 and model.training:
-        history = listener + cfg.listener_noise * torch.randn_like(listener)
-    pred = model(_speech(batch, cfg), batch["speaker_head"], history)
-    if model.cfg.causal_deltas:  # a target's differences need its two previous frames valid too
-        valid = valid.clone()
-        valid[:, 1:] &= valid[:, :-1].clone()
-        valid[:, 1:] &= valid[:, :-1].clone()
-    targets, mask = target_frames(model.head_view(listener), valid, out_frames=pred.shape[-2])
-    weights = None
-    if cfg.derivative_weight != 1.0:
-        n = pred.shape[-1] // 3
-        weights = torch.tensor([1.0] * n + [cfg.derivative_weight] * (pred.shape[-1] - n), device=pred.device)
-    return masked_huber_loss(pred, targets, mask, context_frames=cfg.context_frames, delta=cfg.huber_delta,
-                             channel_weights=weights)
-
-
-def evaluate_loss(model, loader, cfg: TrainConfig, device, speech_norm: tuple | None = None) -> float:
-    import torch
-
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for batch in loader:
-            total += float(batch_loss(model, batch, cfg, device, speech_norm)) * len(batch["segment_id"])
-            count += len(batch["segment_id"])
-    return total / max(count, 1)
-
-
 def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *, stop_after_epochs: int | None = None,
           progress: bool = True) -> dict:
     """Train (or resume) into `run_dir`; return the summary also written to `run_dir/summary.json`.
 
     `stop_after_epochs` ends the process early as a kill would (for resume tests). The run folder is
     locked while training (a second run into it fails at once), and leftovers of a save that a kill
-    interrupted are swept first.
+    interrupted are swept first. Under torchrun (WORLD_SIZE > 1) every process calls this with the
+    same settings and trains data-parallel (`pipeline.model.distributed`); only rank 0 checks the
+    dataset, locks and writes the run folder, the others wait for it at the collectives.
     """
+    from pipeline.dataset.manifest import require_intact
     from pipeline.model.checkpoints import sweep_checkpoints
 
-    if cfg.amp not in ("", "bfloat16"):
-        raise ValueError(f"amp must be '' or 'bfloat16', got {cfg.amp!r}")
-    run_dir = Path(run_dir)
-    with output_lock(run_dir, "training"):
-        sweep_checkpoints(run_dir)
-        return _train(Path(dataset_dir), run_dir, cfg, stop_after_epochs, progress)
+    ranks = ranks_from_environment()
+    device = rank_device(ranks, resolve_device(cfg.device))
+    cfg = replace(cfg, amp=resolve_precision(cfg.amp, device))  # stored resolved: what this run used
+    run_dir, dataset_dir = Path(run_dir), Path(dataset_dir)
+    join_process_group(ranks, device)
+    with output_lock(run_dir, "training") if ranks.main else contextlib.nullcontext():
+        if ranks.main:
+            sweep_checkpoints(run_dir)
+            require_intact(dataset_dir, splits={"train", "valid"}, ssl_sets={cfg.ssl_set} if cfg.ssl_set else set())
+        barrier(ranks)  # the others read the dataset and `last/` once they are checked and swept
+        summary = _train(dataset_dir, run_dir, cfg, (device, ranks), stop_after_epochs, progress and ranks.main)
+        barrier(ranks)  # and return once summary.json is written
+    return summary
 
 
-def _train(dataset_dir: Path, run_dir: Path, cfg: TrainConfig, stop_after_epochs: int | None, progress: bool) -> dict:
+def _train(dataset_dir: Path, run_dir: Path, cfg: TrainConfig, where: tuple, stop_after_epochs: int | None,
+           progress: bool) -> dict:
     import torch
 
-    from pipeline.dataset.loader import LHGDataset
-    from pipeline.dataset.manifest import require_intact
-
-    device = resolve_device(cfg.device)
+    device, ranks = where
     torch.manual_seed(cfg.seed)
-    require_intact(dataset_dir, splits={"train", "valid"}, ssl_sets={cfg.ssl_set} if cfg.ssl_set else set())
-    train_set, valid_set = open_split(dataset_dir, "train", cfg), open_split(dataset_dir, "valid", cfg)
-    if len(train_set) == 0:
-        raise RuntimeError(f"{dataset_dir}: the train split is empty")
-    normalization = json.loads((Path(dataset_dir) / NORMALIZATION_FILE).read_text())  # stored in checkpoints
-    first = collate([train_set[0]])
-    heads_only = LHGDataset(dataset_dir, "train", speech=False)  # gains need no speech reads
-    model_cfg = model_config_for(cfg, first, delta_gains(heads_only, first["listener_head"].shape[-1] // 3))
-    extra = {"train": cfg.to_dict(), "normalization": normalization, "features": feature_spec(dataset_dir, cfg),
-             "dataset": str(Path(dataset_dir).resolve()),
-             "steps_per_epoch": math.ceil(len(train_set) / cfg.batch_size)}
+    train_set, valid_set, model_cfg, extra = _inputs(dataset_dir, cfg)
+    extra.update(precision=apply_precision(cfg.amp, device),
+                 distributed={"world_size": ranks.world_size, "effective_batch": cfg.batch_size})
     model, optimizer, scheduler, (start_epoch, best_val, history) = _model_and_state(run_dir, cfg, model_cfg,
                                                                                    device, extra)
-    speech_norm = data_path.speech_standardizer(normalization["speech_fbank"] if cfg.speech == "fbank" else None,
-                                                device)
-    workers = data_path.worker_count(cfg.loader_workers, device)
+    net = wrap(model, ranks, device)  # trains through `net`; `model` is validated and saved
+    if cfg.compile:
+        net = torch.compile(net)
+    speech_norm = data_path.speech_standardizer(extra["normalization"]["speech_fbank"] if cfg.speech == "fbank"
+                                                else None, device)
+    workers = data_path.worker_count(cfg.loader_workers, device, ranks.local_world_size)
     order = data_path.EpochOrder(len(train_set), cfg.seed)
+    shares = RankBatches(len(train_set), cfg.batch_size, ranks, order)
     train_loader, valid_loader = (
         data_path.make_loader(data, batch_size=cfg.batch_size, workers=workers, prefetch=cfg.loader_prefetch,
-                              device=device, seed=cfg.seed, order=sampler)
-        for data, sampler in ((train_set, order), (valid_set, None)))
-    log.info("training %s/%s on %s: %d train / %d valid segments, %d loader workers, epochs %d-%d -> %s",
-             cfg.arch, cfg.speech, device, len(train_set), len(valid_set), workers, start_epoch + 1, cfg.epochs,
-             run_dir)
+                              device=device, seed=cfg.seed, batches=batches)
+        for data, batches in ((train_set, shares), (valid_set, ValidBatches(len(valid_set), cfg.batch_size, ranks))))
+    log.info("training %s/%s on %s (%s, process %d of %d, global batch %d): %d train / %d valid segments, "
+             "%d loader workers, epochs %d-%d -> %s", cfg.arch, cfg.speech, device, extra["precision"],
+             ranks.rank + 1, ranks.world_size, cfg.batch_size, len(train_set), len(valid_set), workers,
+             start_epoch + 1, cfg.epochs, run_dir)
     bar = _progress(cfg.epochs, start_epoch, progress)
     for epoch in range(start_epoch, cfg.epochs):
-        started = time.perf_counter()
         order.set_epoch(epoch)
-        total, count, load_s = _train_epoch(model, train_loader, optimizer, cfg, device, speech_norm)
-        train_s = time.perf_counter() - started
-        scheduler.step()
-        train_loss = total / max(count, 1)
-        _refuse_divergence(model, train_loss, epoch, run_dir)
-        val_loss = _validate(model, valid_loader, cfg, device, speech_norm) if len(valid_set) else float("nan")
-        seconds = time.perf_counter() - started
-        history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": val_loss,
-                        "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 3),
-                        "segments_per_s": round(count / train_s, 2), "loader_share": round(load_s / train_s, 3)})
-        best_val = save_epoch(run_dir, model, optimizer, scheduler, extra, history, best_val,
-                               final=epoch == cfg.epochs - 1)
+        if ranks.rank > 0:  # the main process keeps the saved RNG stream; the others draw their own
+            torch.manual_seed(rank_seed(cfg.seed, epoch, ranks.rank))
+        history.append(_epoch(net, model, (train_loader, valid_loader, shares), optimizer, scheduler, cfg,
+                              (device, ranks, speech_norm), epoch))
+        _refuse_divergence(model, history[-1]["train_loss"], epoch, run_dir)
+        if ranks.main:
+            best_val = save_epoch(run_dir, model, optimizer, scheduler, extra, history, best_val,
+                                   final=epoch == cfg.epochs - 1)
+        best_val = broadcast(ranks, best_val)  # the others wait here while the main process saves
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(train=f"{train_loss:.4f}", valid=f"{val_loss:.4f}")
+            bar.set_postfix(train=f"{history[-1]['train_loss']:.4f}", valid=f"{history[-1]['valid_loss']:.4f}")
         if stop_after_epochs is not None and epoch + 1 >= stop_after_epochs:
             break
     if bar is not None:
         bar.close()
-    write_log(run_dir / "log.csv", history)  # again: a kill after the last checkpoint switch left it behind
-    log.info("training: %d of %d epochs done, best valid loss %.4f; checkpoints in %s", len(history), cfg.epochs,
-                best_val, run_dir)
-    summary = {"epochs_done": len(history), "best_valid_loss": best_val, "history": history,
-               "model": model_cfg.to_dict(), "train": cfg.to_dict()}
-    write_json_atomic(run_dir / "summary.json", summary)
-    return summary
+    return _finish(run_dir, cfg, model_cfg, history, best_val, ranks.main)
 
 
-def _validate(model: Any, loader: Any, cfg: TrainConfig, device: Any, speech_norm: tuple | None) -> float:
-    """The valid loss, after one draw from the global RNG: the validation loader of earlier versions drew
-    its base seed there on every pass, so dropout streams (and runs resumed across versions) stay the same."""
+def _inputs(dataset_dir: Path, cfg: TrainConfig) -> tuple:
+    """(train split, valid split, model config, checkpoint extra) of a checked dataset."""
+    from pipeline.dataset.loader import LHGDataset
+
+    train_set, valid_set = open_split(dataset_dir, "train", cfg), open_split(dataset_dir, "valid", cfg)
+    if len(train_set) == 0:
+        raise RuntimeError(f"{dataset_dir}: the train split is empty")
+    normalization = json.loads((dataset_dir / NORMALIZATION_FILE).read_text())  # stored in checkpoints
+    first = collate([train_set[0]])
+    heads_only = LHGDataset(dataset_dir, "train", speech=False)  # gains need no speech reads
+    model_cfg = model_config_for(cfg, first, delta_gains(heads_only, first["listener_head"].shape[-1] // 3))
+    extra = {"train": cfg.to_dict(), "normalization": normalization, "features": feature_spec(dataset_dir, cfg),
+             "dataset": str(dataset_dir.resolve()), "steps_per_epoch": math.ceil(len(train_set) / cfg.batch_size)}
+    return train_set, valid_set, model_cfg, extra
+
+
+def _epoch(net: Any, model: Any, loaders: tuple, optimizer: Any, scheduler: Any, cfg: TrainConfig, where: tuple,
+           epoch: int) -> dict:
+    """Train one epoch through `net`, step the schedule, validate `model` -> its log.csv row."""
     import torch
 
+    train_loader, valid_loader, shares = loaders
+    device, ranks, speech_norm = where
+    started = time.perf_counter()
+    total, count, load_s = train_epoch(net, train_loader, optimizer, cfg, device, speech_norm, ranks,
+                                       shares.global_sizes())
+    train_s = time.perf_counter() - started
+    scheduler.step()
+    train_loss = total / max(count, 1)
+    # one draw from the global RNG first: the validation loader of earlier versions drew its base seed
+    # there on every pass, so dropout streams (and runs resumed across versions) stay the same
     torch.empty((), dtype=torch.int64).random_()
-    return evaluate_loss(model, loader, cfg, device, speech_norm)
+    val_loss = evaluate_loss(model, valid_loader, cfg, device, speech_norm, ranks) \
+        if len(valid_loader.dataset) else float("nan")
+    return {"epoch": epoch, "train_loss": train_loss, "valid_loss": val_loss, "lr": scheduler.get_last_lr()[0],
+            "seconds": round(time.perf_counter() - started, 3), "segments_per_s": round(count / train_s, 2),
+            "loader_share": round(load_s / train_s, 3), "world_size": ranks.world_size,
+            "effective_batch": cfg.batch_size}
+
+
+def _finish(run_dir: Path, cfg: TrainConfig, model_cfg: Any, history: list[dict], best_val: float, main: bool) -> dict:
+    summary = {"epochs_done": len(history), "best_valid_loss": best_val, "history": history,
+               "model": model_cfg.to_dict(), "train": cfg.to_dict()}
+    if main:
+        write_log(run_dir / "log.csv", history)  # again: a kill after the last checkpoint switch left it behind
+        log.info("training: %d of %d epochs done, best valid loss %.4f; checkpoints in %s", len(history),
+                 cfg.epochs, best_val, run_dir)
+        write_json_atomic(run_dir / "summary.json", summary)
+    return summary
 
 
 def _model_and_state(run_dir: Path, cfg: TrainConfig, model_cfg: Any, device: Any, extra: dict) -> tuple:
@@ -366,27 +390,6 @@ def parameter_groups(model: Any, cfg: TrainConfig) -> list[dict]:
             {"params": logits, "lr": cfg.layer_weight_lr}]
 
 
-def _train_epoch(model: Any, loader: Any, optimizer: Any, cfg: TrainConfig, device: Any,
-                 speech_norm: tuple | None) -> tuple[float, int, float]:
-    """One pass over the train loader -> (summed loss x segments, segments, seconds waiting for data)."""
-    import torch
-
-    model.train()
-    total, count, load_s = 0.0, 0, 0.0
-    tick = time.perf_counter()
-    for batch in loader:
-        load_s += time.perf_counter() - tick
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bfloat16"):
-            loss = batch_loss(model, batch, cfg, device, speech_norm)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += float(loss.detach()) * len(batch["segment_id"])
-        count += len(batch["segment_id"])
-        tick = time.perf_counter()
-    return total, count, load_s
-
-
 def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return None
@@ -394,6 +397,3 @@ def _progress(total: int, initial: int, enabled: bool):
 
     return progress(total=total, initial=initial, desc="training", unit="epoch")
 
-
-def parameter_count(model) -> int:
-    return int(sum(np.prod(p.shape) for p in model.parameters()))
