@@ -190,7 +190,7 @@ class LSTMBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, state=None):
         """x [B, T, W] (T=1 when streaming) -> (y [B, T, W], new state)."""
-        if state is not None and x.shape[1] == 1:
+        if state is not None:
             y, state = self._cell(self.norm1(x), state)
         else:
             y, state = self.lstm(self.norm1(x), state)
@@ -199,19 +199,23 @@ class LSTMBlock(nn.Module):
         return x, state
 
     def _cell(self, x: torch.Tensor, state):
-        """One LSTM time step with nn.LSTM's weights (gate order i, f, g, o).
+        """T LSTM time steps from `state` with nn.LSTM's weights (gate order i, f, g, o).
 
-        Same maths as `self.lstm` on a length-1 sequence, but two plain GEMVs: on CPU, nn.LSTM with
-        seq_len=1 was ~4x slower per step at width 1280 (bench/bench_generation.py).
+        Same maths as `self.lstm`, but the input products of all T frames in one matrix product and
+        the recurrence as plain GEMVs: on CPU, nn.LSTM with seq_len=1 was ~4x slower per step at
+        width 1280 (bench/bench_generation.py), and a few frames at a time are no better.
         """
-        h, c = state
+        h, c = state[0][0], state[1][0]
         lstm = self.lstm
-        gates = F.linear(x[:, 0], lstm.weight_ih_l0, lstm.bias_ih_l0) + F.linear(
-            h[0], lstm.weight_hh_l0, lstm.bias_hh_l0)
-        i, f, g, o = gates.chunk(4, dim=-1)
-        c1 = torch.sigmoid(f) * c[0] + torch.sigmoid(i) * torch.tanh(g)
-        h1 = torch.sigmoid(o) * torch.tanh(c1)
-        return h1[:, None], (h1[None], c1[None])
+        x_gates = F.linear(x if x.shape[1] > 1 else x[:, 0], lstm.weight_ih_l0, lstm.bias_ih_l0).view(*x.shape[:2], -1)
+        hs = []
+        for t in range(x.shape[1]):
+            gates = x_gates[:, t] + F.linear(h, lstm.weight_hh_l0, lstm.bias_hh_l0)
+            i, f, g, o = gates.chunk(4, dim=-1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            hs.append(h)
+        return torch.stack(hs, dim=1), (h[None], c[None])
 
     def init_state(self, batch: int, device, dtype):
         z = torch.zeros(1, batch, self.lstm.hidden_size, device=device, dtype=dtype)
