@@ -188,13 +188,14 @@ def _crossing(lstm: list[dict], tf: list[dict]) -> str:
     at_context = {r["context_frames"]: r["rtf"] for r in lstm}
     faster = ["LSTM" if r["rtf"] > at_context.get(r["context_frames"], flat) else "Transformer" for r in tf]
     seen = ", ".join(f"{r['context_s']:.0f} s: {f} faster" for r, f in zip(tf, faster, strict=True))
+    fit = f"linear fit: Transformer RTF {intercept:.3f} + {slope * 60:.4f}/min of context, LSTM flat {flat:.3f}"
     if slope <= 0:
-        return f"{seen}; the Transformer's RTF does not grow here: no crossing"
+        return f"{seen}; {fit}: the Transformer's RTF does not grow here, no crossing"
     at = (flat - intercept) / slope
-    where = "within" if x.min() <= at <= x.max() else "outside"
     if at <= 0:
-        return f"{seen}; the LSTM-Transformer is faster at any context (linear fit)"
-    return f"{seen}; curves cross at ~{at:.0f} s of context ({where} the measured range, linear fit)"
+        return f"{seen}; {fit}: the Transformer line is above the LSTM's at every context, no crossing"
+    where = "within" if x.min() <= at <= x.max() else "outside"
+    return f"{seen}; {fit}: cross at ~{_duration(at)} of context ({where} the measured range)"
 
 
 def print_table(rows: list[dict], device: torch.device, how: str, warmup: int) -> None:
@@ -217,7 +218,7 @@ def _duration(seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="tiny size only, 30 calls per point (< 1 min)")
+    ap.add_argument("--quick", action="store_true", help="tiny size only, 20 calls per point (< 1 min)")
     ap.add_argument("--sizes", nargs="+", default=["paper", "tiny"], choices=sorted(SIZES))
     ap.add_argument("--contexts", type=float, nargs="+", default=list(CONTEXTS_S), help="seconds of context")
     ap.add_argument("--calls", type=int, default=50, help="timed calls per point")
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
-    sizes, calls = (["tiny"], 30) if args.quick else (args.sizes, args.calls)
+    sizes, calls = (["tiny"], 20) if args.quick else (args.sizes, args.calls)
     contexts = [int(round(s / HEAD_HOP_S)) for s in args.contexts]
     for size in sizes:
         counts = {f"{label} {arch}": count_params(arch, dims) for label, arch, dims in models_for(size)}

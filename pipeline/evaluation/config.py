@@ -43,8 +43,8 @@ class EvalConfig:
     xcorr_max_lag_s: float = 3.0
     advance: int = setting(1, "frames kept per generation step (1..3; 1 = feed back t+1 only)")
     batch_size: int = 32
-    device_models: int = setting(0, "checkpoints on the device at once (0 = all); the others wait in host "
-                                    "memory and visit the device in turn for each batch of windows")
+    device_models: int = setting(0, "checkpoints on the device at once (0 = all); fewer: they wait in host "
+                                    "memory and visit the device that many at a time for each batch")
     seed: int = setting(0, "evaluation seed (sampling, Random, k-means); EvaluateLHG also trains with it")
     device: str = setting("auto", "auto (GPU when present), cpu or cuda")
     figure_samples: int = 3

@@ -5,7 +5,8 @@ test listener stretch (`pipeline.evaluation.windows`: several per long stretch).
 checkpoint generates the listener's head autoregressively after the ground-truth context, and three
 baselines answer too: Random (a random training clip), Mirror (the speaker's own motion) and Delay
 Mirror (the speaker delayed by the lag that maximises the speaker -> listener angular velocity
-cross-correlation on the training split). Metrics use the evaluated frames only; their conventions
+cross-correlation on the training split). The windows are read once for all of them
+(`pipeline.evaluation.inputs`). Metrics use the evaluated frames only; their conventions
 are settings (EvalConfig), recorded in results.json, and every alternative convention is reported
 beside them (`pipeline.evaluation.conventions`). Seeded: the same checkpoints, data and config give
 the same numbers (the measured run times aside). A model with NaN/inf weights or generated frames is
