@@ -1,7 +1,8 @@
 """Generation speed, fairly compared: LSTM-Transformer vs Transformer, the paper's pair and a size-matched pair.
 
 What is timed: one generation call at a context position, batch 1, fp32, FBank input (random tensors
-[T, 8, 80]), after a few untimed warm-up calls. The context (10 s, 60 s, 10 min = 125, 750, 7,500 head
+[T, 8, 80]), after a few untimed warm-up calls; the models of a size are built together and their
+calls interleaved (A, B, C, A, B, C, ...), so a load that changes on a shared machine hits them alike. The context (10 s, 60 s, 10 min = 125, 750, 7,500 head
 frames) is put into the streaming state first without timing it: `--state prefill` (default) runs the
 real context through `LHGModel.prefill` (one parallel teacher-forced pass, tested equal to stepping);
 `--state synthetic` fills a state of the same shape with random values (the LSTM's (h, c), the
@@ -100,66 +101,75 @@ def synthetic_state(model: LHGModel, n: int, room: int) -> dict:
     return state
 
 
-def time_calls(model: LHGModel, inputs: tuple, state: dict, start: int, frames: int, calls: int, warmup: int,
-               device: torch.device) -> np.ndarray:
-    """Seconds per call of `calls` calls, each feeding `frames` frames from frame `start` on."""
-    lat = np.empty(calls)
-    t = start
-    for i in range(-warmup, calls):
-        sl = slice(t, t + frames)
-        a = time.perf_counter()
-        if frames == 1:
-            _, state = model.step(*(x[:, t] for x in inputs), state)
-        else:
-            _, state = model.prefill(*(x[:, sl] for x in inputs), state)
-        _sync(device)
-        if i >= 0:
-            lat[i] = time.perf_counter() - a
-        t += frames
-    return lat
+def _inputs(model: LHGModel, n: int, seed: int, device: torch.device) -> tuple:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(1, n, *model.cfg.speech_shape, generator=g).to(device),
+            torch.randn(1, n, model.cfg.head_dim, generator=g).to(device),
+            torch.randn(1, n, model.cfg.head_dim, generator=g).to(device))
 
 
-def measure(model: LHGModel, context: int, frames: int, calls: int, warmup: int, how: str,
-            device: torch.device) -> dict:
-    """One row: the state after `context` frames, then timed calls of `frames` frames."""
-    room = (warmup + calls) * frames
-    g = torch.Generator().manual_seed(context)
-    n = context + room
-    inputs = (torch.randn(1, n, *model.cfg.speech_shape, generator=g).to(device),
-              torch.randn(1, n, model.cfg.head_dim, generator=g).to(device),
-              torch.randn(1, n, model.cfg.head_dim, generator=g).to(device))
-    a = time.perf_counter()
+def _state(model: LHGModel, inputs: tuple, context: int, room: int, how: str) -> dict:
+    """The streaming state after `context` frames (untimed)."""
     if how == "prefill" and context:
-        _, state = model.prefill(*(x[:, :context] for x in inputs), model.init_state(1))
-    else:
-        state = synthetic_state(model, context, room)
-    _sync(device)
-    prefill_s = time.perf_counter() - a
-    lat = time_calls(model, inputs, state, context, frames, calls, warmup, device)
-    return {"context_frames": context, "context_s": context * HEAD_HOP_S, "frames_per_step": frames,
-            "calls": calls, "p50_ms": 1e3 * float(np.percentile(lat, 50)),
-            "p95_ms": 1e3 * float(np.percentile(lat, 95)), "rtf": float(lat.mean()) / (frames * HEAD_HOP_S),
-            "state": how, "state_s": prefill_s}
+        return model.prefill(*(x[:, :context] for x in inputs), model.init_state(1))[1]
+    return synthetic_state(model, context, room)
 
 
-def run_model(label: str, arch: str, dims: dict, contexts: list[int], calls: int, warmup: int, how: str,
-              device: torch.device) -> list[dict]:
+def _call(model: LHGModel, inputs: tuple, state: dict, t: int, frames: int) -> dict:
+    """One generation call feeding `frames` frames from frame t: `step` (1) or a chunk through `prefill`."""
+    if frames == 1:
+        return model.step(*(x[:, t] for x in inputs), state)[1]
+    return model.prefill(*(x[:, t:t + frames] for x in inputs), state)[1]
+
+
+def measure_point(models: dict[str, LHGModel], context: int, frames: int, calls: int, warmup: int, how: str,
+                  device: torch.device) -> dict[str, dict]:
+    """Every model at one (context, frames per call): calls interleaved model by model, so a changing
+    load on a shared machine hits all of them alike -> {name: timings}."""
+    room = (warmup + calls) * frames
+    inputs = {name: _inputs(m, context + room, context, device) for name, m in models.items()}
+    states, state_s = {}, {}
+    for name, m in models.items():
+        a = time.perf_counter()
+        states[name] = _state(m, inputs[name], context, room, how)
+        _sync(device)
+        state_s[name] = time.perf_counter() - a
+    lat = {name: np.empty(calls) for name in models}
+    for i in range(-warmup, calls):
+        t = context + (i + warmup) * frames
+        for name, m in models.items():
+            a = time.perf_counter()
+            states[name] = _call(m, inputs[name], states[name], t, frames)
+            _sync(device)
+            if i >= 0:
+                lat[name][i] = time.perf_counter() - a
+    return {name: {"context_frames": context, "context_s": context * HEAD_HOP_S, "frames_per_step": frames,
+                   "calls": calls, "p50_ms": 1e3 * float(np.percentile(x, 50)),
+                   "p95_ms": 1e3 * float(np.percentile(x, 95)), "rtf": float(x.mean()) / (frames * HEAD_HOP_S),
+                   "state": how, "state_s": state_s[name]} for name, x in lat.items()}
+
+
+def run_size(size: str, contexts: list[int], calls: int, warmup: int, how: str, device: torch.device) -> list[dict]:
+    """The size's three models, built once, measured at every (context, frames per call)."""
     room = (warmup + calls) * max(FRAMES_PER_STEP)
-    torch.manual_seed(0)
-    cfg = ModelConfig(arch=arch, speech="fbank", dropout=0.0, max_len=max(contexts) + room + 1, **dims)
-    model = LHGModel(cfg).eval().to(device)
-    params = sum(p.numel() for p in model.parameters())
+    models, about = {}, {}
+    for label, arch, dims in models_for(size):
+        torch.manual_seed(0)
+        cfg = ModelConfig(arch=arch, speech="fbank", dropout=0.0, max_len=max(contexts) + room + 1, **dims)
+        name = f"{label} {arch}"
+        models[name] = LHGModel(cfg).eval().to(device)
+        about[name] = {"model": label, "arch": arch, "n_blocks": dims["n_blocks"], "width": dims["width"],
+                       "params_M": sum(p.numel() for p in models[name].parameters()) / 1e6}
     rows = []
     with torch.inference_mode():
         for context in contexts:
             for frames in FRAMES_PER_STEP:
-                row = {"model": label, "arch": arch, "n_blocks": dims["n_blocks"], "width": dims["width"],
-                       "params_M": params / 1e6, **measure(model, context, frames, calls, warmup, how, device)}
-                print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}),
-                      flush=True)
-                rows.append(row)
-    del model
-    return rows
+                for name, timing in measure_point(models, context, frames, calls, warmup, how, device).items():
+                    row = {**about[name], **timing}
+                    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}),
+                          flush=True)
+                    rows.append(row)
+    return sorted(rows, key=lambda r: (r["model"], r["arch"], r["context_frames"], r["frames_per_step"]))
 
 
 def crossings(rows: list[dict]) -> list[str]:
@@ -218,7 +228,7 @@ def _duration(seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="tiny size only, 20 calls per point (< 1 min)")
+    ap.add_argument("--quick", action="store_true", help="tiny size only, 10 calls per point (< 1 min on an idle machine)")
     ap.add_argument("--sizes", nargs="+", default=["paper", "tiny"], choices=sorted(SIZES))
     ap.add_argument("--contexts", type=float, nargs="+", default=list(CONTEXTS_S), help="seconds of context")
     ap.add_argument("--calls", type=int, default=50, help="timed calls per point")
@@ -232,13 +242,12 @@ def main(argv: list[str] | None = None) -> int:
 
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
-    sizes, calls = (["tiny"], 20) if args.quick else (args.sizes, args.calls)
+    sizes, calls = (["tiny"], 10) if args.quick else (args.sizes, args.calls)
     contexts = [int(round(s / HEAD_HOP_S)) for s in args.contexts]
     for size in sizes:
         counts = {f"{label} {arch}": count_params(arch, dims) for label, arch, dims in models_for(size)}
         print(f"{size}: parameters " + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in counts.items()), flush=True)
-    rows = [row for size in sizes for label, arch, dims in models_for(size)
-            for row in run_model(label, arch, dims, contexts, calls, args.warmup, args.state, device)]
+    rows = [row for size in sizes for row in run_size(size, contexts, calls, args.warmup, args.state, device)]
     print_table(rows, device, args.state, args.warmup)
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "threads": args.threads, "device": str(device),
