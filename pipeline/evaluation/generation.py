@@ -194,12 +194,12 @@ def generate_all(generators: dict[str, Generator], dataset_dir: Path, cfg: EvalC
             parts.append(batch[key])
         for g in range(0, len(names), per_visit):
             group = [generators[name] for name in names[g:g + per_visit]]
+            for gen in group if staged else ():
+                gen.model.to(device)
             for gen in group:
-                if staged:
-                    gen.model.to(device)
                 _run_batch(gen, batch, reader, cfg, device)
-                if staged:
-                    gen.model.to("cpu")
+            for gen in group if staged else ():
+                gen.model.to("cpu")
         bar.update(len(batch["speaker_head"]))
     bar.close()
     outputs = {name: np.concatenate(gen.outputs).astype(np.float64) for name, gen in generators.items()}
