@@ -186,6 +186,8 @@ def generate_all(generators: dict[str, Generator], dataset_dir: Path, cfg: EvalC
     reader = WindowReader(dataset_dir, cfg.split, [g.needs for g in generators.values()])
     per_visit = cfg.device_models or len(generators) or 1
     staged = per_visit < len(generators)
+    for gen in () if staged else generators.values():
+        gen.model.to(device)  # all resident (a no-op when loaded there)
     names = list(generators)
     heads: dict[str, list] = {"listener_head": [], "speaker_head": []}
     bar = progress(total=len(windows), desc=f"generating ({len(generators)} models)", unit="sample")
