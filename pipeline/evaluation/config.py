@@ -43,6 +43,8 @@ class EvalConfig:
     xcorr_max_lag_s: float = 3.0
     advance: int = setting(1, "frames kept per generation step (1..3; 1 = feed back t+1 only)")
     batch_size: int = 32
+    device_models: int = setting(0, "checkpoints on the device at once (0 = all); fewer: they wait in host "
+                                    "memory and visit the device that many at a time for each batch")
     seed: int = setting(0, "evaluation seed (sampling, Random, k-means); EvaluateLHG also trains with it")
     device: str = setting("auto", "auto (GPU when present), cpu or cuda")
     figure_samples: int = 3
@@ -58,8 +60,8 @@ class EvalConfig:
                              f"(long_window={self.long_window}, short_window={self.short_window})")
         if self.n_samples < 1 or self.context_frames < 1:
             raise ValueError("n_samples and context_frames must be >= 1")
-        if self.window_stride < 0 or self.video_samples < 0 or self.rtf_samples < 0:
-            raise ValueError("window_stride, video_samples and rtf_samples must be >= 0")
+        if min(self.window_stride, self.video_samples, self.rtf_samples, self.device_models) < 0:
+            raise ValueError("window_stride, video_samples, rtf_samples and device_models must be >= 0")
 
     @property
     def window_frames(self) -> int:

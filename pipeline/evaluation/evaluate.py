@@ -5,7 +5,8 @@ test listener stretch (`pipeline.evaluation.windows`: several per long stretch).
 checkpoint generates the listener's head autoregressively after the ground-truth context, and three
 baselines answer too: Random (a random training clip), Mirror (the speaker's own motion) and Delay
 Mirror (the speaker delayed by the lag that maximises the speaker -> listener angular velocity
-cross-correlation on the training split). Metrics use the evaluated frames only; their conventions
+cross-correlation on the training split). The windows are read once for all of them
+(`pipeline.evaluation.inputs`). Metrics use the evaluated frames only; their conventions
 are settings (EvalConfig), recorded in results.json, and every alternative convention is reported
 beside them (`pipeline.evaluation.conventions`). Seeded: the same checkpoints, data and config give
 the same numbers (the measured run times aside). A model with NaN/inf weights or generated frames is
@@ -28,9 +29,9 @@ from pipeline.dataset.manifest import MANIFEST_FILE, read_manifest, require_inta
 from pipeline.evaluation import baselines
 from pipeline.evaluation.config import EvalConfig
 from pipeline.evaluation.conventions import Evaluated, alternatives
-from pipeline.evaluation.generation import checkpoint_folder, generate_for_checkpoint
+from pipeline.evaluation.generation import checkpoint_folder, generate_all, generator_info, load_generator
 from pipeline.evaluation.report import COLUMNS
-from pipeline.evaluation.windows import Stretch, Window, eligible_windows, read_windows, valid_runs
+from pipeline.evaluation.windows import Stretch, Window, eligible_windows, valid_runs
 from pipeline.model.checkpoints import NonFiniteWeightsError
 from schemas.conventions import HEAD_FPS
 
@@ -217,37 +218,60 @@ def _baselines(ref: TrainReferences, listener_n: int, speaker_full: np.ndarray, 
             "Delay Mirror": np.stack([baselines.delay_mirror(s, c, e, ref.delay_lag) for s in speaker_full])}
 
 
-def _generate_models(checkpoints: dict[str, str | Path], dataset_dir: Path, cfg: EvalConfig,
-                     stretches: list[Stretch], windows: list[Window], head_columns: list[str]) -> tuple[dict, dict]:
-    """Every checkpoint's windows -> ({name: listener [N, C+E, D] raw units, all head columns}, {name: info}).
+def _load_generators(checkpoints: dict[str, str | Path], dataset_dir: Path, cfg: EvalConfig,
+                     head_columns: list[str], device) -> tuple[dict, dict]:
+    """Every checkpoint loaded -> ({name: Generator}, {name: info of a model with NaN/inf weights}).
 
-    A model with NaN/inf weights, or whose generated frames hold NaN/inf in any window, gets no output
-    here (its metrics are reported as NaN) and an info entry `non_finite` naming the checkpoint and the
-    windows; the other models are evaluated as usual."""
-    full: dict[str, np.ndarray] = {}
-    models_info: dict[str, dict] = {}
+    Loaded onto the device, or into host memory when `cfg.device_models` keeps fewer there at once."""
+    generators, refused = {}, {}
+    staged = 0 < cfg.device_models < len(checkpoints)
     for name, path in checkpoints.items():
         if name in BASELINES or name == "Ground Truth":
             raise ValueError(f"method name {name!r} is reserved; name the checkpoint differently")
         folder = checkpoint_folder(path)
-        log.info("%s: generating %d samples from %s", name, len(windows), folder)
         try:
-            arr, info = generate_for_checkpoint(folder, dataset_dir, cfg, stretches, windows, head_columns)
+            generators[name] = load_generator(folder, dataset_dir, head_columns, "cpu" if staged else str(device))
         except NonFiniteWeightsError as err:
-            models_info[name] = _weights_info(folder, str(err))
+            refused[name] = _weights_info(folder, str(err))
             log.error("%s: %s; no window generated, its metrics are reported as NaN", name, err)
             continue
+        log.info("%s: %s loaded", name, folder)
+    return generators, refused
+
+
+def _generate_models(checkpoints: dict[str, str | Path], dataset_dir: Path, cfg: EvalConfig,
+                     stretches: list[Stretch], windows: list[Window],
+                     head_columns: list[str]) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    """One pass over the windows for every checkpoint -> (listener [N, C+E, D], speaker [N, C+E, D], {name:
+    generated listener [N, C+E, D]}, {name: info}), raw units, all head columns.
+
+    A model with NaN/inf weights, or whose generated frames hold NaN/inf in any window, gets no output
+    here (its metrics are reported as NaN) and an info entry `non_finite` naming the checkpoint and the
+    windows; the other models are evaluated as usual."""
+    from pipeline.common.runtime import resolve_device
+
+    device = resolve_device(cfg.device)
+    generators, refused = _load_generators(checkpoints, dataset_dir, cfg, head_columns, device)
+    listener_full, speaker_full, generated = generate_all(generators, dataset_dir, cfg, stretches, windows, device)
+    full: dict[str, np.ndarray] = {}
+    models_info: dict[str, dict] = {}
+    for name in checkpoints:
+        if name in refused:
+            models_info[name] = refused[name]
+            continue
+        arr, info = generated[name], generator_info(generators[name], len(windows), cfg)
         bad = ~np.isfinite(arr[:, cfg.context_frames:]).all(axis=(1, 2))
         if bad.any():
             ids = [w.window_id for w, b in zip(windows, bad, strict=True) if b]
             info["non_finite"] = {"source": "output", "windows": ids, "of_windows": len(windows),
                                   "detail": f"generated NaN/inf head frames in {len(ids)} of {len(windows)} "
                                             f"windows (first: {ids[0]})"}
-            log.error("%s (%s): %s; its metrics are reported as NaN", name, folder, info["non_finite"]["detail"])
+            log.error("%s (%s): %s; its metrics are reported as NaN", name, generators[name].folder,
+                      info["non_finite"]["detail"])
         else:
             full[name] = arr
         models_info[name] = info
-    return full, models_info
+    return listener_full, speaker_full, full, models_info
 
 
 def _weights_info(folder: Path, detail: str) -> dict:
@@ -292,11 +316,11 @@ def evaluate(dataset_dir: str | Path, checkpoints: dict[str, str | Path], out_di
     c, e = cfg.context_frames, cfg.eval_frames
 
     stretches, windows, sample_info = select_windows(dataset_dir, cfg)
-    listener_full, speaker_full = read_windows(_open(dataset_dir, cfg.split), stretches, windows,
-                                               ("listener_head", "speaker_head")).values()
     ref = train_references(dataset_dir, cfg, channel_idx, channels)
+    # the windows are read once, for the metrics, the baselines and every checkpoint
+    listener_full, speaker_full, full, models_info = _generate_models(checkpoints, dataset_dir, cfg, stretches,
+                                                                      windows, head_columns)
     outputs = _baselines(ref, len(windows), speaker_full[..., channel_idx].astype(np.float64), cfg)
-    full, models_info = _generate_models(checkpoints, dataset_dir, cfg, stretches, windows, head_columns)
     outputs.update({name: arr[:, c:c + e][..., channel_idx] for name, arr in full.items()})
 
     ev = Evaluated(channels, listener_full[:, c:c + e][..., channel_idx].astype(np.float64),

@@ -1,23 +1,27 @@
-"""Generating the evaluation windows with a trained checkpoint, and its real-time factor.
+"""Generating the evaluation windows with trained checkpoints, and their real-time factors.
 
 Generation streams each window autoregressively after its ground-truth context (batched for
-throughput). The real-time factor is measured separately as the paper reports it: batch 1,
-seconds of compute per generated second, once for the model alone and once with the speech
-feature extraction the model needs for the same audio.
+throughput), every checkpoint on the same batches of one read of the windows (`generate_all`). The
+real-time factor is measured separately as the paper reports it: batch 1, seconds of compute per
+generated second, once for the model alone and once with the speech feature extraction the model
+needs for the same audio.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pipeline.common.errors import InputError
 from pipeline.dataset.normalization import Normalization
 from pipeline.evaluation.config import EvalConfig
-from pipeline.evaluation.windows import Stretch, Window, read_windows
+from pipeline.evaluation.inputs import InputNeeds, WindowReader, model_view
+from pipeline.evaluation.windows import Stretch, Window
 from schemas.conventions import HEAD_FPS, HEAD_HOP_SAMPLES, SAMPLE_RATE
 
 
@@ -74,29 +78,6 @@ def weight_range(bound: float, n_layers: int) -> tuple[float, float]:
     return lo / (lo + (n_layers - 1) * hi), hi / (hi + (n_layers - 1) * lo)
 
 
-class WindowInputs:
-    """Normalised model inputs of evaluation windows: speech (FBank or SSL), speaker and listener heads."""
-
-    def __init__(self, dataset_dir: Path, cfg: EvalConfig, features: dict, folder: Path, norm: Normalization):
-        from pipeline.dataset.loader import LHGDataset
-
-        self.ssl_set = matching_ssl_set(dataset_dir, features, str(folder))
-        self.data = LHGDataset(dataset_dir, cfg.split, normalize=False, as_torch=False, ssl=self.ssl_set,
-                               speech=self.ssl_set is None)
-        if features.get("ssl_layers"):
-            self.data.ssl_layers = features["ssl_layers"]
-        self.cfg, self.norm = cfg, norm
-
-    def batch(self, stretches: list[Stretch], windows: list[Window]) -> tuple[np.ndarray, ...]:
-        keys = ("listener_head", "speaker_head", "speech" if self.ssl_set is None else "ssl")
-        arrays = read_windows(self.data, stretches, windows, keys)
-        speech = arrays[keys[2]]
-        if self.ssl_set is None:
-            speech = self.norm.speech_fbank.apply(speech)
-        return (speech, self.norm.head.apply(arrays["speaker_head"]),
-                self.norm.head.apply(arrays["listener_head"][:, :self.cfg.context_frames]))
-
-
 def _fbank_seconds(n_frames: int, repeats: int) -> float:
     """Seconds to compute FBank for `n_frames` head frames of audio, in process (the median of
     `repeats` runs on a fixed noise waveform: the cost does not depend on the content)."""
@@ -146,43 +127,96 @@ def measure_rtf(model, inputs: tuple, cfg: EvalConfig, device, speech_kind: str)
     return out
 
 
-def generate_for_checkpoint(folder: Path, dataset_dir: Path, cfg: EvalConfig, stretches: list[Stretch],
-                            windows: list[Window], head_columns: list[str]) -> tuple[np.ndarray, dict]:
-    """Streaming generation for every window -> (listener [N, C+E, D] raw units, checkpoint info)."""
-    import torch
+@dataclass
+class Generator:
+    """A loaded checkpoint, what it reads of a window, and its outputs and timings during the pass."""
 
-    from pipeline.common.logs import progress
-    from pipeline.common.runtime import resolve_device
-    from pipeline.model.network import generate, load_checkpoint
+    folder: Path
+    model: Any
+    extra: dict
+    norm: Normalization
+    needs: InputNeeds
+    outputs: list = field(default_factory=list)
+    seconds: float = 0.0
+    rtf: dict = field(default_factory=dict)
 
-    device = resolve_device(cfg.device)
-    model, extra = load_checkpoint(folder, map_location=str(device))
+
+def load_generator(folder: Path, dataset_dir: Path, head_columns: list[str], map_location: str) -> Generator:
+    """Load a checkpoint for evaluation (raises NonFiniteWeightsError for NaN/inf weights)."""
+    from pipeline.model.network import load_checkpoint
+
+    model, extra = load_checkpoint(folder, map_location=map_location)
+    model.eval()
     features = extra.get("features", {})
     trained_cols = features.get("head_columns", head_columns)
     if list(trained_cols) != list(head_columns):
         raise InputError(str(folder), f"trained on head columns {trained_cols}, the dataset has {head_columns}")
-    norm = Normalization.from_dict(extra["normalization"])
-    source = WindowInputs(dataset_dir, cfg, features, folder, norm)
+    ssl_set = matching_ssl_set(dataset_dir, features, str(folder))
+    layers = tuple(features["ssl_layers"]) if ssl_set is not None and features.get("ssl_layers") else None
+    return Generator(folder, model, extra, Normalization.from_dict(extra["normalization"]),
+                     InputNeeds(fbank=ssl_set is None, ssl_set=ssl_set, ssl_layers=layers))
+
+
+def _run_batch(gen: Generator, batch: dict, reader: WindowReader, cfg: EvalConfig, device) -> None:
+    """Generate one batch of windows with one model (on the device); the first batch also gives its RTF."""
+    import torch
+
+    from pipeline.model.network import generate
+
+    read = reader.layers.get(gen.needs.ssl_set) if gen.needs.ssl_set else None
+    speech, speaker, listener = model_view(batch, gen.needs, read, gen.norm, cfg.context_frames)
     as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)  # noqa: E731
-    outputs, rtf = [], {}
     started = time.perf_counter()
-    bar = progress(total=len(windows), desc=f"generating ({folder.name})", unit="sample")
-    for b in range(0, len(windows), cfg.batch_size):
-        speech, speaker, listener = source.batch(stretches, windows[b:b + cfg.batch_size])
-        out = generate(model, as_t(speech), as_t(speaker), as_t(listener), context_frames=cfg.context_frames,
-                       advance=cfg.advance)
-        outputs.append(norm.head.undo(out.float().cpu().numpy()))
-        if b == 0:
-            rtf = measure_rtf(model, (speech, speaker, listener), cfg, device, model.cfg.speech)
-        bar.update(len(speaker))
+    out = generate(gen.model, as_t(speech), as_t(speaker), as_t(listener), context_frames=cfg.context_frames,
+                   advance=cfg.advance)
+    gen.outputs.append(gen.norm.head.undo(out.float().cpu().numpy()))
+    if len(gen.outputs) == 1:
+        gen.rtf = measure_rtf(gen.model, (speech, speaker, listener), cfg, device, gen.model.cfg.speech)
+    gen.seconds += time.perf_counter() - started
+
+
+def generate_all(generators: dict[str, Generator], dataset_dir: Path, cfg: EvalConfig, stretches: list[Stretch],
+                 windows: list[Window], device) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """One pass over the windows: each batch is read once (the union of every model's inputs), then every
+    model generates it -> (listener [N, C+E, D], speaker [N, C+E, D], {name: generated listener [N, C+E, D]}),
+    raw units. With `cfg.device_models` below the number of models they wait in host memory and visit
+    the device that many at a time for each batch (README "Evaluation": memory)."""
+    from pipeline.common.logs import progress
+
+    reader = WindowReader(dataset_dir, cfg.split, [g.needs for g in generators.values()])
+    per_visit = cfg.device_models or len(generators) or 1
+    staged = per_visit < len(generators)
+    for gen in () if staged else generators.values():
+        gen.model.to(device)  # all resident (a no-op when loaded there)
+    names = list(generators)
+    heads: dict[str, list] = {"listener_head": [], "speaker_head": []}
+    bar = progress(total=len(windows), desc=f"generating ({len(generators)} models)", unit="sample")
+    for batch in reader.batches(stretches, windows, cfg.batch_size):
+        for key, parts in heads.items():
+            parts.append(batch[key])
+        for g in range(0, len(names), per_visit):
+            group = [generators[name] for name in names[g:g + per_visit]]
+            for gen in group if staged else ():
+                gen.model.to(device)
+            for gen in group:
+                _run_batch(gen, batch, reader, cfg, device)
+            for gen in group if staged else ():
+                gen.model.to("cpu")
+        bar.update(len(batch["speaker_head"]))
     bar.close()
-    seconds = time.perf_counter() - started
-    ssl = features.get("ssl") or {}
-    info = {"checkpoint": str(folder.absolute()), "arch": model.cfg.arch, "speech": model.cfg.speech,
-            "ssl_set": source.ssl_set, "ssl_mode": ssl.get("mode"), "ssl_model": ssl.get("model_id") or ssl.get("model"),
+    outputs = {name: np.concatenate(gen.outputs).astype(np.float64) for name, gen in generators.items()}
+    return np.concatenate(heads["listener_head"]), np.concatenate(heads["speaker_head"]), outputs
+
+
+def generator_info(gen: Generator, n_windows: int, cfg: EvalConfig) -> dict:
+    """The checkpoint's entry of results.json: what it is, its timings and (SSL w/WA) its layer weights."""
+    model, extra = gen.model, gen.extra
+    ssl = extra.get("features", {}).get("ssl") or {}
+    info = {"checkpoint": str(gen.folder.absolute()), "arch": model.cfg.arch, "speech": model.cfg.speech,
+            "ssl_set": gen.needs.ssl_set, "ssl_mode": ssl.get("mode"), "ssl_model": ssl.get("model_id") or ssl.get("model"),
             "epoch": extra.get("epoch"),
-            "valid_loss": extra.get("valid_loss"), "generation_s": round(seconds, 3),
-            "throughput_rtf": seconds / (len(windows) * cfg.eval_frames / HEAD_FPS), **rtf}
+            "valid_loss": extra.get("valid_loss"), "generation_s": round(gen.seconds, 3),
+            "throughput_rtf": gen.seconds / (n_windows * cfg.eval_frames / HEAD_FPS), **gen.rtf}
     if model.cfg.speech == "ssl_wa":
         weights = [float(w) for w in model.layer_weights().detach().cpu()]
         bound = layer_logit_travel(extra)
@@ -191,4 +225,4 @@ def generate_for_checkpoint(folder: Path, dataset_dir: Path, cfg: EvalConfig, st
                                         or extra.get("train", {}).get("lr", 0.0))
         info["layer_logit_travel_bound"] = bound
         info["layer_weight_reachable"] = None if bound is None else list(weight_range(bound, len(weights)))
-    return np.concatenate(outputs).astype(np.float64), info
+    return info

@@ -190,7 +190,7 @@ class LSTMBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, state=None):
         """x [B, T, W] (T=1 when streaming) -> (y [B, T, W], new state)."""
-        if state is not None and x.shape[1] == 1:
+        if state is not None:
             y, state = self._cell(self.norm1(x), state)
         else:
             y, state = self.lstm(self.norm1(x), state)
@@ -199,19 +199,23 @@ class LSTMBlock(nn.Module):
         return x, state
 
     def _cell(self, x: torch.Tensor, state):
-        """One LSTM time step with nn.LSTM's weights (gate order i, f, g, o).
+        """T LSTM time steps from `state` with nn.LSTM's weights (gate order i, f, g, o).
 
-        Same maths as `self.lstm` on a length-1 sequence, but two plain GEMVs: on CPU, nn.LSTM with
-        seq_len=1 was ~4x slower per step at width 1280 (bench/bench_generation.py).
+        Same maths as `self.lstm`, but the input products of all T frames in one matrix product and
+        the recurrence as plain GEMVs: on CPU, nn.LSTM with seq_len=1 was ~4x slower per step at
+        width 1280 (bench/bench_generation.py), and a few frames at a time are no better.
         """
-        h, c = state
+        h, c = state[0][0], state[1][0]
         lstm = self.lstm
-        gates = F.linear(x[:, 0], lstm.weight_ih_l0, lstm.bias_ih_l0) + F.linear(
-            h[0], lstm.weight_hh_l0, lstm.bias_hh_l0)
-        i, f, g, o = gates.chunk(4, dim=-1)
-        c1 = torch.sigmoid(f) * c[0] + torch.sigmoid(i) * torch.tanh(g)
-        h1 = torch.sigmoid(o) * torch.tanh(c1)
-        return h1[:, None], (h1[None], c1[None])
+        x_gates = F.linear(x if x.shape[1] > 1 else x[:, 0], lstm.weight_ih_l0, lstm.bias_ih_l0).view(*x.shape[:2], -1)
+        hs = []
+        for t in range(x.shape[1]):
+            gates = x_gates[:, t] + F.linear(h, lstm.weight_hh_l0, lstm.bias_hh_l0)
+            i, f, g, o = gates.chunk(4, dim=-1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            hs.append(h)
+        return torch.stack(hs, dim=1), (h[None], c[None])
 
     def init_state(self, batch: int, device, dtype):
         z = torch.zeros(1, batch, self.lstm.hidden_size, device=device, dtype=dtype)
@@ -239,23 +243,27 @@ class CausalSelfAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(b, t, w))
 
     def step(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
-        """x [B, 1, W]; cache {"k","v": [B,H,capacity,hd], "n": frames stored}, grown by doubling."""
-        b, _, w = x.shape
+        """x [B, T, W]: T new frames (1 when streaming, more from `LHGModel.prefill`) after the cached ones;
+        cache {"k","v": [B,H,capacity,hd], "n": frames stored}, grown by doubling."""
+        b, t, w = x.shape
         q, k, v = self._split(x)
         n = cache["n"]
-        if cache["k"] is None or n == cache["k"].shape[2]:
-            cap = max(64, 2 * n)
+        if cache["k"] is None or n + t > cache["k"].shape[2]:
+            cap = max(64, 2 * n, n + t)
             kb = k.new_empty(b, self.n_heads, cap, k.shape[-1])
             vb = v.new_empty(b, self.n_heads, cap, v.shape[-1])
             if n:
                 kb[:, :, :n] = cache["k"][:, :, :n]
                 vb[:, :, :n] = cache["v"][:, :, :n]
             cache["k"], cache["v"] = kb, vb
-        cache["k"][:, :, n:n + 1] = k
-        cache["v"][:, :, n:n + 1] = v
-        cache["n"] = n + 1
-        y = F.scaled_dot_product_attention(q, cache["k"][:, :, :n + 1], cache["v"][:, :, :n + 1])
-        return self.proj(y.transpose(1, 2).reshape(b, 1, w))
+        cache["k"][:, :, n:n + t] = k
+        cache["v"][:, :, n:n + t] = v
+        cache["n"] = n + t
+        mask = None  # new frame i sees the cached frames and the new frames up to itself
+        if t > 1:
+            mask = torch.ones(t, n + t, dtype=torch.bool, device=x.device).tril(diagonal=n)
+        y = F.scaled_dot_product_attention(q, cache["k"][:, :, :n + t], cache["v"][:, :, :n + t], attn_mask=mask)
+        return self.proj(y.transpose(1, 2).reshape(b, t, w))
 
 
 class TransformerBlock(nn.Module):
@@ -400,6 +408,48 @@ class LHGModel(nn.Module):
             new_blocks.append(s)
         return self._head(x[:, 0]), {"t": t + 1, "blocks": new_blocks, "speaker": speaker_prev,
                                      "listener": listener_prev}
+
+
+    def prefill(self, speech: torch.Tensor, speaker_head: torch.Tensor, listener_head: torch.Tensor, state: dict,
+                chunk: int = 512) -> tuple[torch.Tensor, dict]:
+        """T frames at once from a streaming `state`: speech [B,T,*speech_shape], heads [B,T,18] -> ([B,T,3,18],
+        state after frame T-1); the same numbers as T `step` calls (up to float rounding), computed
+        `chunk` frames per parallel call (a long context, or several frames per generation step)."""
+        preds = []
+        for a in range(0, speaker_head.shape[1], chunk):
+            sl = slice(a, a + chunk)
+            speaker, speaker_prev = self._chunk_view(speaker_head[:, sl], state["speaker"])
+            listener, listener_prev = self._chunk_view(listener_head[:, sl], state["listener"])
+            x = self._embed(speech[:, sl], speaker, listener)
+            t, n = state["t"], x.shape[1]
+            if self.pos_enc is not None:
+                if t + n > self.cfg.max_len:
+                    raise ValueError(f"step {t + n - 1} exceeds max_len={self.cfg.max_len}")
+                x = x + self.pos_enc[t:t + n].to(x.dtype)
+            x = self.in_drop(x)
+            blocks = []
+            for blk, s in zip(self.blocks, state["blocks"], strict=True):
+                x, s = blk(x, s)
+                blocks.append(s)
+            preds.append(self._head(x))
+            state = {"t": t + n, "blocks": blocks, "speaker": speaker_prev, "listener": listener_prev}
+        return torch.cat(preds, dim=1), state
+
+    def _chunk_view(self, head: torch.Tensor, prev: tuple | None) -> tuple[torch.Tensor, tuple | None]:
+        """`_step_view` of frames [B,T,D] following the frame whose (statics, d) is `prev`."""
+        if not self.cfg.causal_deltas:
+            return head, None
+        if prev is None:
+            view = self.head_view(head)
+        else:
+            n = self.cfg.head_dim // 3
+            s = head[..., :n]
+            g = self.delta_gains.to(head.dtype)
+            d = (s - torch.cat([prev[0][:, None], s[:, :-1]], dim=1)) * g[0]
+            dd = (d - torch.cat([prev[1][:, None], d[:, :-1]], dim=1)) * g[1]
+            view = torch.cat([s, d, dd], dim=-1)
+        n = self.cfg.head_dim // 3
+        return view, (view[:, -1, :n], view[:, -1, n:2 * n])
 
 
 # ---------------------------------------------------------------------------------------------------------
