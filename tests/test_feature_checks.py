@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from pipeline.common.errors import MediaError
-from pipeline.features.jobs import _write_npy_blocks, require_finite
+from pipeline.features.jobs import require_finite
+from pipeline.features.ssl_pieces import kept_rows, write_piece
 
 
 def test_require_finite_names_the_first_bad_time():
@@ -31,16 +32,20 @@ def test_bfloat16_bit_patterns_are_checked_too():
 
 
 def test_a_non_finite_block_leaves_no_file(tmp_path):
-    out = tmp_path / "ssl.npy"
-    job = {"out_table": str(out), "audio": "a.wav", "session_id": "s", "participant_id": "p"}
-    good = np.ones((50, 2, 3), np.float16)
+    """The SSL job's check (require_finite on each kept block, at its recording time) stops the piece."""
+    out = tmp_path / "ssl.safetensors"
+    good = np.ones((52, 2, 3), np.float16)
     bad = good.copy()
-    bad[10] = np.inf
-    with pytest.raises(MediaError, match=r"SSL features are not finite from 1\.20 s"):
-        _write_npy_blocks(job, iter([good, bad]), (100, 2, 3), np.dtype(np.float16))
+    bad[10] = np.inf  # SSL frame 62 of the recording: 1.24 s
+
+    def check(rows, first):
+        require_finite(rows, "a.wav", "SSL", frames_per_s=50.0, first_frame=first)
+
+    with pytest.raises(MediaError, match=r"SSL features are not finite from 1\.24 s"):
+        write_piece(out, kept_rows(iter([good, bad]), [(0, 26)]), 26, (2, 3), "float16", {}, check=check)
     assert list(tmp_path.iterdir()) == []
-    _write_npy_blocks(job, iter([good, good]), (100, 2, 3), np.dtype(np.float16))
-    assert np.load(out).shape == (100, 2, 3)
+    write_piece(out, kept_rows(iter([good, good]), [(0, 26)]), 26, (2, 3), "float16", {}, check=check)
+    assert out.stat().st_size > 26 * 4 * 2 * 3 * 2
 
 
 def test_implausible_head_poses_are_refused_with_the_time():

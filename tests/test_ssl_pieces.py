@@ -70,21 +70,6 @@ def test_piece_is_a_safetensors_file_real_readers_accept(tmp_path, dtype):
     assert np.array_equal(MappedShard(path)["ssl"], expected)  # and the dataset's memory-mapped reader
 
 
-def test_piece_checks_each_block_and_leaves_nothing_on_failure(tmp_path):
-    features = np.ones((40, 1, 2), np.float16)
-    features[21] = np.nan
-
-    def refuse(rows, first):
-        if not np.isfinite(rows).all():
-            raise MediaError("a.wav", f"not finite from frame {first + int(np.argmax(~np.isfinite(rows).all((1, 2))))}")
-
-    path = tmp_path / "piece.safetensors"
-    with pytest.raises(MediaError, match="frame 21"):
-        write_piece(path, kept_rows([features[:16], features[16:]], [(0, 10)]), 10, (1, 2), "float16", {},
-                    check=refuse)
-    assert list(tmp_path.iterdir()) == []  # atomic: no partial piece
-
-
 def test_segments_past_the_audio_are_named_with_times():
     require_spans_within([(0, 25)], 100, "a.wav")  # 25 head frames = 100 SSL frames: fits exactly
     with pytest.raises(MediaError, match=r"a.wav.*ends at 2.00 s.*until 2.08 s"):
