@@ -62,14 +62,14 @@ def test_unset_parameters_give_the_dataclass_defaults(tmp_path):
 
 def test_stage_versions_did_not_move():
     """Existing work/ outputs stay valid: their paths carry these hashes (recorded before the settings moved
-    into field metadata; head, session and dataset moved on purpose with code versions head 2, session 4,
-    dataset 3). The automatic-turns settings (section `turns`) enter no other stage's version: they reach
+    into field metadata; head, session, dataset and ssl moved on purpose with code versions head 2, session 4,
+    dataset 3, ssl 2: SSL pieces hold only the frames segments use). The automatic-turns settings (section `turns`) enter no other stage's version: they reach
     only the input hash of sessions without a turns file, so sessions with human turns keep their outputs."""
     default = BuildSplits(out="unused").build_config()
     stages = ("head", "audio", "session", "dataset", "ssl", "turns", "qa")
     assert {s: default.stage_version(s) for s in stages} == {
         "head": "1f237add4d", "audio": "7357f5e147", "session": "e4ad5c4630", "dataset": "a604834e83",
-        "ssl": "001afc3bb8", "turns": "91b6be0f3f", "qa": "1481f13126"}
+        "ssl": "152d4d6bc9", "turns": "91b6be0f3f", "qa": "1481f13126"}
     for tuned, moved in ((BuildSplits(out="unused", vad_dominance_db=12.0), {"turns", "qa"}),
                          (BuildSplits(out="unused", qa_wrong_tier_share=0.7), {"qa"}),
                          (BuildSplits(out="unused", annotation_qa="quarantine"), set())):
@@ -77,7 +77,7 @@ def test_stage_versions_did_not_move():
         assert {s for s in stages if cfg.stage_version(s) != default.stage_version(s)} == moved
     other = BuildSplits(out="unused", channels="5", ssl_models="a", ssl_causal="strict", ssl_layers="0,2").build_config()
     assert {s: other.stage_version(s) for s in ("head", "session", "dataset", "ssl")} == {
-        "head": "64a1433aab", "session": "0290cc7511", "dataset": "18404d3c77", "ssl": "920808d275"}
+        "head": "64a1433aab", "session": "0290cc7511", "dataset": "18404d3c77", "ssl": "3706096d07"}
 
 
 def test_parameters_of_an_unused_smoothing_filter_recompute_nothing():
