@@ -9,7 +9,8 @@ import pytest
 
 from pipeline.evaluation.config import EvalConfig
 from pipeline.evaluation.evaluate import select_windows
-from pipeline.evaluation.windows import listener_stretches, place_items, read_windows, window_offsets
+from pipeline.evaluation.inputs import WindowReader
+from pipeline.evaluation.windows import listener_stretches, place_items, window_offsets
 
 
 def _segments(rows: list[tuple]) -> pd.DataFrame:
@@ -78,7 +79,7 @@ def test_windows_cross_segment_borders_on_the_built_dataset(built_dataset):
     stretch = stretches[w.stretch]
     assert len(stretch.positions) >= 2
     joined = np.concatenate([data[p]["listener_head"] for p in stretch.positions])
-    got = read_windows(data, stretches, [w], ("listener_head",))["listener_head"][0]
+    got = next(WindowReader(dataset, "test", []).batches(stretches, [w], 1))["listener_head"][0]
     np.testing.assert_array_equal(got, joined[w.offset:w.offset + 137])
     # overlapping windows (a window every 12 frames) give more samples from the same stretches
     _, more, info_more = select_windows(dataset, EvalConfig(window_stride=12))

@@ -152,20 +152,6 @@ def eligible_windows(data, length: int, stride: int) -> tuple[list[Stretch], lis
     return stretches, windows
 
 
-def read_windows(data, stretches: list[Stretch], windows: list[Window], keys: tuple[str, ...]) -> dict:
-    """Stacked [N, length, ...] arrays of `keys` for `windows`; each stretch is read once."""
-    cache: dict[int, dict] = {}
-    out: dict[str, list] = {k: [] for k in keys}
-    for w in windows:
-        if w.stretch not in cache:
-            cache.clear()  # windows come sorted by stretch: keep one in memory
-            cache[w.stretch] = stretch_arrays(data, stretches[w.stretch])
-        arrays = cache[w.stretch]
-        for k in keys:
-            out[k].append(arrays[k][w.offset:w.offset + w.length])
-    return {k: np.stack(v) for k, v in out.items()}
-
-
 def valid_runs(data, min_frames: int, key: str = "listener_head") -> list[np.ndarray]:
     """`key` arrays of every maximal run of >= `min_frames` frames, listener and speaker valid, in the
     split's stretches: the Random baseline draws its clips from these, so it can answer windows
