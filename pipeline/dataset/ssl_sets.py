@@ -40,9 +40,14 @@ from schemas.records import RecordingKey, RecordingRecord, Rejection, SessionRec
 log = logging.getLogger(__name__)
 
 
+def start_frames(segments: pd.DataFrame) -> np.ndarray:
+    """Each segment's first head frame on its session's timeline."""
+    return np.rint(segments["start_s"].to_numpy(np.float64) / HEAD_HOP_S).astype(np.int64)
+
+
 def speaker_spans(segments: pd.DataFrame) -> dict[str, list[Span]]:
     """participant -> merged head-frame spans of the segments in which they speak."""
-    starts = np.rint(segments["start_s"].to_numpy(np.float64) / HEAD_HOP_S).astype(np.int64)
+    starts = start_frames(segments)
     ends = starts + segments["n_frames"].to_numpy(np.int64)
     spans: dict[str, list[Span]] = {}
     for speaker in sorted(set(segments["speaker_id"].astype(str))):
@@ -121,8 +126,8 @@ def collect_ssl_sets(plan: BuildPlan, layout: WorkLayout) -> tuple[list[SSLSet],
 def write_ssl_sets(segments: pd.DataFrame, dataset_dir: Path, ssl_sets: list[SSLSet], core_id: str) -> dict:
     """One linked set per SSL feature set over `segments`; sets (and older versions) not in this build are removed."""
     manifest_ssl = {}
+    used = sorted({(s, p) for s, p in zip(segments["session_id"], segments["speaker_id"], strict=True)})
     for ssl in ssl_sets:
-        used = sorted({(s, p) for s, p in zip(segments["session_id"], segments["speaker_id"], strict=True)})
         missing = [f"{s}/{p}" for s, p in used if (s, p) not in ssl.pieces]
         if missing:  # sessions with a rejected piece are left out before this (pipeline.dataset.assemble)
             raise RuntimeError(f"SSL set {ssl.name}: no features for {missing[:3]}")
@@ -169,7 +174,7 @@ def _piece_rows(segments: pd.DataFrame, pieces: dict[tuple[str, str], RecordingR
     layouts = {key: (spans := [tuple(s) for s in rec.details["spans"]], span_offsets(spans))
                for key, rec in pieces.items()}
     rows = np.empty(len(segments), np.int64)
-    starts = np.rint(segments["start_s"].to_numpy(np.float64) / HEAD_HOP_S).astype(np.int64)
+    starts = start_frames(segments)
     for i, (s, p, start, n) in enumerate(zip(segments["session_id"], segments["speaker_id"], starts,
                                              segments["n_frames"], strict=True)):
         spans, offsets = layouts[(s, p)]
